@@ -1,0 +1,72 @@
+"""``dicom-migrate``: the command line for IT staff and scripts.
+
+Each sub-command lives in the module that does the work; that module exposes
+``register(subparsers)``, which adds its parser with ``set_defaults(func=run)`` where
+``run(args) -> int`` returns the exit code (see ``cli_common``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from .cli_common import EXIT_USAGE, setup_logging
+from .errors import ConfigError, DestinationUnreachable, UserFacingError
+from .cli_common import EXIT_UNREACHABLE
+
+# Sub-command modules, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "engine.echo",
+    "engine.migrate_cli",
+    "engine.probe",
+    "engine.verify",
+    "engine.discovery",
+    "engine.audit",
+    "engine.receiver",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicom-migrate",
+        description="Copy a folder of DICOM files into a PACS over C-STORE, resumably, "
+                    "with a CSV audit and C-FIND verification. Source files are never changed.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            if exc.name != name:  # a real import problem inside an existing module
+                raise
+            continue
+        module.register(sub)  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print("Error: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except DestinationUnreachable as exc:
+        print("Error: %s" % exc, file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except UserFacingError as exc:
+        print("Error: %s" % exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopped by the user.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The only module that starts threads.
+
+A job is a function ``work(control) -> JobFinished`` run in a daemon thread. Whatever it returns
+or raises, the sink receives exactly one terminal event (``JobFinished`` or ``JobFailed``).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import traceback
+from typing import Callable, Optional
+
+from .errors import UserFacingError
+from .events import EngineEvent, JobFailed, JobFinished, JobStarted, LogLine, Sink
+
+LOG = logging.getLogger(__name__)
+_ids = itertools.count(1)
+
+
+class Control:
+    """Cancel and pause flags shared by a job and whoever started it.
+
+    May be called from any thread.
+    """
+
+    def __init__(self, job_id: int = 0, sink: Optional[Sink] = None) -> None:
+        self.job_id = job_id
+        self._sink = sink
+        self._cancel = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def emit(self, event: EngineEvent) -> None:
+        if self._sink is not None:
+            self._sink(event)
+
+    def emit_log(self, level: str, text: str) -> None:
+        self.emit(LogLine(self.job_id, level, text))
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._running.set()  # a paused job must wake up to notice the cancel
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_if_paused(self, poll_s: float = 0.2) -> None:
+        """Block while paused; return at once when running or cancelled."""
+        while not self._running.wait(poll_s):
+            pass
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless cancelled first; return True when the full time passed."""
+        return not self._cancel.wait(seconds)
+
+
+class JobHandle:
+    """What the starter of a job keeps. May be called from any thread."""
+
+    def __init__(self, job_id: int, kind: str, control: Control, thread: threading.Thread) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        self.control = control
+        self._thread = thread
+
+    def cancel(self) -> None:
+        self.control.cancel()
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        self._thread.join(timeout)
+
+
+def run_job(kind: str, work: Callable[[Control], JobFinished], sink: Sink,
+            job_id: Optional[int] = None, total: Optional[int] = None) -> EngineEvent:
+    """Run ``work`` in the calling thread and emit exactly one terminal event; return it."""
+    jid = next(_ids) if job_id is None else job_id
+    control = Control(jid, sink)
+    return _run(kind, work, control, total)
+
+
+def _run(kind: str, work: Callable[[Control], JobFinished], control: Control,
+         total: Optional[int]) -> EngineEvent:
+    control.emit(JobStarted(control.job_id, kind, total))
+    terminal: EngineEvent
+    try:
+        terminal = work(control)
+    except UserFacingError as exc:
+        terminal = JobFailed(control.job_id, str(exc), "")
+    except Exception as exc:  # every job ends with one terminal event, whatever happened
+        LOG.error("Job %s (%s) failed", control.job_id, kind, exc_info=True)
+        terminal = JobFailed(control.job_id, "Unexpected error: %s" % exc, traceback.format_exc())
+    control.emit(terminal)
+    return terminal
+
+
+def start_job(kind: str, work: Callable[[Control], JobFinished], sink: Sink,
+              total: Optional[int] = None) -> JobHandle:
+    """Start ``work`` in a daemon thread. May be called from any thread."""
+    jid = next(_ids)
+    control = Control(jid, sink)
+    thread = threading.Thread(target=_run, args=(kind, work, control, total),
+                              name="job-%d-%s" % (jid, kind), daemon=True)
+    handle = JobHandle(jid, kind, control, thread)
+    thread.start()
+    return handle
+
+
+def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start a helper daemon thread for engine internals (parallel senders, scanners)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,113 @@
+"""``dicom-migrate migrate``: the streaming migration from the command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, TextIO
+
+from . import cli_common as common
+from .events import EngineEvent, JobFinished, LogLine, Progress
+from .jobs import run_job
+from .migrate import MigrationResult, run_migration
+from .progress import format_duration
+
+FAILURE_SUMMARY_LINES = 15
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("migrate", help="copy every DICOM file under a folder to the destination",
+                       description="Walk SOURCE_DIR and send every DICOM file to the destination "
+                                   "as it goes. Re-running resumes: files already sent are "
+                                   "skipped without being opened.")
+    p.add_argument("source", metavar="SOURCE_DIR", help="folder holding the DICOM files")
+    common.add_destination_args(p)
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="where the manifest is kept (default: a per-user data folder)")
+    p.add_argument("--batch-size", type=int, default=100, metavar="N",
+                   help="files per association, 1-500 (default: %(default)s)")
+    p.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="retries per file after a broken connection or a busy destination, "
+                        "0-10 (default: %(default)s)")
+    p.add_argument("--max-pdu", type=int, default=0, metavar="BYTES",
+                   help="largest PDU we accept from the peer; 0 = unlimited")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="connection and association timeout (default: %(default)s)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="resend only the files that failed in earlier runs")
+    p.add_argument("--no-decompress", action="store_true",
+                   help="never decompress: files in a syntax the destination refuses fail")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=run)
+
+
+class ProgressPrinter:
+    """Turns engine events into one self-overwriting progress line on stderr."""
+
+    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+        self._last_plain = 0.0
+
+    def __call__(self, event: EngineEvent) -> None:
+        if isinstance(event, Progress) and not self.quiet:
+            self._progress(event)
+        elif isinstance(event, LogLine) and event.level in ("warning", "error"):
+            self._clear()
+            print("%s: %s" % (event.level.upper(), event.text), file=self.stream)
+
+    def _progress(self, ev: Progress) -> None:
+        total = "/%d" % ev.total if ev.total is not None else ""
+        folder = ev.current if len(ev.current) <= 50 else "…" + ev.current[-49:]
+        line = ("%d%s files | %.1f files/s | %.2f MB/s | ETA %s | %s"
+                % (ev.done, total, ev.files_per_s, ev.mb_per_s, format_duration(ev.eta_s), folder))
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line)
+            self.stream.flush()
+        elif time.monotonic() - self._last_plain >= 5:  # logs and pipes get a line every 5 s
+            self._last_plain = time.monotonic()
+            print(line, file=self.stream)
+
+    def _clear(self) -> None:
+        if self.tty and not self.quiet:
+            self.stream.write("\r\x1b[K")
+
+    def finish(self) -> None:
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    dest = common.destination_from_args(args)
+    settings = common.settings_from_args(args, decompress=not args.no_decompress)
+    printer = ProgressPrinter(quiet=args.quiet)
+    terminal = run_job("migrate", lambda control: run_migration(
+        args.source, dest, settings, control, work_dir=args.work_dir,
+        retry_failed=args.retry_failed), printer)
+    printer.finish()
+    if not isinstance(terminal, JobFinished):
+        print("Error: %s" % getattr(terminal, "message", terminal), file=sys.stderr)
+        return common.EXIT_INCOMPLETE
+    print_report(terminal.result, terminal.summary)
+    return terminal.exit_code
+
+
+def print_report(result: MigrationResult, summary: str, stream: TextIO = sys.stderr) -> None:
+    print(summary, file=stream)
+    if result.failure_summary:
+        print("Failure summary (files per reason):", file=stream)
+        for reason, count in result.failure_summary[:FAILURE_SUMMARY_LINES]:
+            print("  %6d × %s" % (count, reason), file=stream)
+        rest = len(result.failure_summary) - FAILURE_SUMMARY_LINES
+        if rest > 0:
+            print("  … and %d more reasons: see the CSV audit (dicom-migrate export-csv)." % rest,
+                  file=stream)
+    if result.integrity_line:
+        print(result.integrity_line, file=stream)
+    if result.elapsed_s > 0 and result.bytes_sent:
+        print("Sent %.1f MB in %s on %d association(s). Manifest: %s"
+              % (result.bytes_sent / 1e6, format_duration(result.elapsed_s), result.associations,
+                 result.manifest_path), file=stream)
+    else:
+        print("Manifest: %s" % result.manifest_path, file=stream)

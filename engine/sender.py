@@ -1,0 +1,207 @@
+"""Send files over reused associations and turn every peer reaction into an outcome.
+
+Peer behaviour never raises: each file ends as a SendResult. Only a destination that cannot be
+reached at all raises DestinationUnreachable, because then no file can get a meaningful result.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Set
+
+from pynetdicom import build_context
+
+from . import status as st
+from .association import open_association, sop_class_name, transfer_syntax_name
+from .config import Destination, Settings
+from .errors import DestinationUnreachable
+from .events import Outcome
+from .headers import InstanceHeader
+from .jobs import Control
+from .negotiation import EXPLICIT_LE, IMPLICIT_LE, ContextPlan, plan_contexts
+from .transcode import TranscodeError, transcode_file
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    header: InstanceHeader
+    outcome: Outcome
+    reason: str
+    status: Optional[int] = None
+    sent_syntax: str = ""
+
+
+class _NoResponse(Exception):
+    """The association broke or timed out while a file was in flight."""
+
+
+class Sender:
+    """Owns the current association to one destination. Used by one thread at a time."""
+
+    def __init__(self, dest: Destination, settings: Settings, control: Control) -> None:
+        self.dest = dest
+        self.settings = settings
+        self.control = control
+        self._assoc: Any = None
+        self.ever_connected = False
+        self.associations_opened = 0
+
+    # -- association handling ------------------------------------------------------------
+    def _open(self, plan: ContextPlan) -> Any:
+        contexts = [build_context(sop, [ts]) for sop, ts in plan.contexts]
+        failure = None
+        for attempt in range(self.settings.retries + 1):
+            if self.control.cancelled:
+                return None
+            assoc, failure = open_association(self.dest, self.settings, contexts,
+                                              sink=self.control.emit, job_id=self.control.job_id)
+            if assoc is not None:
+                self.ever_connected = True
+                self.associations_opened += 1
+                return assoc
+            if failure is not None and failure.how == "rejected" and not self.ever_connected:
+                break  # a configuration problem: retrying will not change the answer
+            self.control.sleep(self.settings.backoff_base_s * (2 ** attempt))
+        reason = failure.reason if failure else "The destination could not be reached."
+        raise DestinationUnreachable(reason)
+
+    def close(self) -> None:
+        assoc, self._assoc = self._assoc, None
+        if assoc is None:
+            return
+        try:
+            if assoc.is_established:
+                assoc.release()
+            else:
+                assoc.abort()
+        except Exception:  # closing must never hide the results we already have
+            LOG.warning("Closing the association failed", exc_info=True)
+
+    def _drop(self) -> None:
+        assoc, self._assoc = self._assoc, None
+        if assoc is not None:
+            try:
+                assoc.abort()
+            except Exception:
+                LOG.debug("Abort after failure failed", exc_info=True)
+
+    # -- sending ---------------------------------------------------------------------------
+    def send_batch(self, headers: Sequence[InstanceHeader]) -> Iterator[SendResult]:
+        """Send ``headers`` on as few associations as their SOP classes allow."""
+        plans = plan_contexts((h.sop_class_uid, h.transfer_syntax) for h in headers)
+        for plan in plans:
+            classes = set(plan.sop_classes)
+            files = [h for h in headers if h.sop_class_uid in classes]
+            yield from self._send_plan(plan, files)
+            if self.control.cancelled:
+                return
+
+    def _send_plan(self, plan: ContextPlan, files: List[InstanceHeader]) -> Iterator[SendResult]:
+        pending: Deque[InstanceHeader] = deque(files)
+        attempts: Dict[str, int] = {}
+        try:
+            while pending and not self.control.cancelled:
+                self.control.wait_if_paused()
+                if self._assoc is None or not self._assoc.is_established:
+                    self._assoc = self._open(plan)
+                    if self._assoc is None:
+                        return
+                header = pending[0]
+                result = self._attempt(header, attempts)
+                if result is not None:
+                    pending.popleft()
+                    yield result
+        finally:
+            self.close()
+
+    def _attempt(self, header: InstanceHeader, attempts: Dict[str, int]) -> Optional[SendResult]:
+        """One try at one file; None means "try this file again"."""
+        tries = attempts.get(header.path, 0) + 1
+        attempts[header.path] = tries
+        try:
+            result = self._send_one(self._assoc, header)
+        except _NoResponse as exc:
+            self._drop()
+            if tries > self.settings.retries:
+                return SendResult(header, Outcome.FAILED, "The destination broke the connection "
+                                  "or did not answer each time this file was sent (%d attempts: "
+                                  "%s). The file may be damaged, or the destination may not "
+                                  "handle it; its log will say why." % (tries, exc))
+            self.control.emit_log("warning", "The connection broke while sending %s (%s); "
+                                  "reconnecting and trying again." % (header.path, exc))
+            return None
+        if result.status is not None and st.classify(result.status) is st.StatusKind.RETRY:
+            if tries > self.settings.retries:
+                return result
+            pause = self.settings.backoff_base_s * (2 ** (tries - 1))
+            self.control.emit_log("warning", "The destination is busy (%s); waiting %.0f s "
+                                  "before trying again." % (st.describe(result.status), pause))
+            self.control.sleep(pause)
+            return None
+        return result
+
+    def _accepted(self, assoc: Any, sop_class: str) -> Set[str]:
+        return {cx.transfer_syntax[0] for cx in assoc.accepted_contexts
+                if cx.abstract_syntax == sop_class}
+
+    def _send_one(self, assoc: Any, header: InstanceHeader) -> SendResult:
+        accepted = self._accepted(assoc, header.sop_class_uid)
+        if not accepted:
+            name = sop_class_name(header.sop_class_uid)
+            return SendResult(header, Outcome.FAILED,
+                              "The destination does not accept %s — ask the PACS administrator "
+                              "to enable it." % name)
+        payload: Any
+        if header.transfer_syntax in accepted and header.streamable:
+            payload, sent_ts = header.path, header.transfer_syntax
+        else:
+            sent_ts = self._fallback_syntax(header, accepted)
+            if not sent_ts:
+                return SendResult(header, Outcome.FAILED, self._not_accepted_reason(header))
+            try:
+                payload = transcode_file(header.path, sent_ts, decompress=self.settings.decompress)
+            except TranscodeError as exc:
+                return SendResult(header, Outcome.FAILED, " ".join(exc.reason.split()))
+        return self._store(assoc, header, payload, sent_ts)
+
+    def _fallback_syntax(self, header: InstanceHeader, accepted: Set[str]) -> str:
+        if header.transfer_syntax in accepted and header.transfer_syntax in (EXPLICIT_LE,
+                                                                          IMPLICIT_LE):
+            return header.transfer_syntax  # same syntax, but the file needs re-encoding
+        for ts in (EXPLICIT_LE, IMPLICIT_LE):
+            if ts in accepted:
+                return ts
+        return ""
+
+    def _not_accepted_reason(self, header: InstanceHeader) -> str:
+        return ("The destination accepts %s but not in %s, and no uncompressed form was accepted "
+                "either." % (sop_class_name(header.sop_class_uid),
+                             transfer_syntax_name(header.transfer_syntax)))
+
+    def _store(self, assoc: Any, header: InstanceHeader, payload: Any, sent_ts: str) -> SendResult:
+        try:
+            rsp = assoc.send_c_store(payload)
+        except (ValueError, AttributeError) as exc:
+            return SendResult(header, Outcome.FAILED, "Could not send this file: %s" % exc)
+        except RuntimeError as exc:  # association no longer established
+            raise _NoResponse(str(exc)) from exc
+        if rsp is None or "Status" not in rsp:
+            raise _NoResponse("no answer within %.0f s or the connection was aborted"
+                              % self.settings.dimse_timeout)
+        code = int(rsp.Status)
+        kind = st.classify(code)
+        text = st.describe(code)
+        comment = str(rsp.get("ErrorComment", "") or "").strip()
+        if comment:
+            text += " (destination says: %s)" % comment
+        if kind is st.StatusKind.SUCCESS:
+            note = "" if sent_ts == header.transfer_syntax else \
+                "sent as %s" % transfer_syntax_name(sent_ts)
+            return SendResult(header, Outcome.SENT, note, code, sent_ts)
+        if kind is st.StatusKind.WARNING:
+            return SendResult(header, Outcome.WARNING, text, code, sent_ts)
+        return SendResult(header, Outcome.FAILED, "The destination refused this file: " + text,
+                          code, sent_ts)

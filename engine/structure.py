@@ -1,0 +1,98 @@
+"""A quick structural walk over a file's elements to catch truncation.
+
+pydicom reads a file cut short without complaint (the last value simply comes back shorter),
+and a PACS would then store a silently damaged object. Walking the element lengths — without
+reading values — finds where the file ends too early. Nested sequences are followed.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, Optional, Tuple
+
+LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN"}
+ALL_VRS = LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS",
+                      b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"SV", b"TM", b"UI",
+                      b"UL", b"US", b"UV"}
+UNDEFINED = 0xFFFFFFFF
+ITEM, ITEM_END, SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
+MAX_DEPTH = 32
+
+
+class Truncated(Exception):
+    pass
+
+
+class _Reader:
+    def __init__(self, fp: Any, size: int, little: bool) -> None:
+        self.fp, self.size = fp, size
+        self.end = "<" if little else ">"
+
+    def header(self, pos: int) -> Tuple[Tuple[int, int], bytes, int, int]:
+        """(tag, vr, value length, header length) of the element at ``pos``."""
+        self.fp.seek(pos)
+        head = self.fp.read(12)
+        if len(head) < 8:
+            raise Truncated("it ends inside an element header")
+        group, elem = struct.unpack(self.end + "HH", head[:4])
+        vr = head[4:6]
+        if group == 0xFFFE or vr not in ALL_VRS:  # items and implicit VR elements
+            return (group, elem), b"", struct.unpack(self.end + "I", head[4:8])[0], 8
+        if vr in LONG_VRS:
+            if len(head) < 12:
+                raise Truncated("it ends inside an element header")
+            return (group, elem), vr, struct.unpack(self.end + "I", head[8:12])[0], 12
+        return (group, elem), vr, struct.unpack(self.end + "H", head[6:8])[0], 8
+
+
+def check_structure(fp: Any, start: int, size: int, little: bool = True) -> Optional[str]:
+    """Return a plain-language reason when the data set starting at ``start`` is cut short."""
+    reader = _Reader(fp, size, little)
+    try:
+        _walk_elements(reader, start, size, None, 0)
+    except Truncated as exc:
+        return ("The file is truncated (%s): part of the image or its data is missing. Copy the "
+                "file again from its original source." % exc)
+    return None
+
+
+def _walk_elements(r: _Reader, pos: int, limit: int, stop: Optional[Tuple[int, int]],
+                   depth: int) -> int:
+    """Walk elements from ``pos`` up to ``limit`` or the ``stop`` delimiter; return the end."""
+    while pos < limit:
+        if limit - pos < 8 and stop is None:
+            r.fp.seek(pos)
+            if not r.fp.read(8).strip(b"\0"):
+                return limit  # trailing zero padding after the last element
+            raise Truncated("it ends inside an element header")
+        tag, vr, length, head_len = r.header(pos)
+        pos += head_len
+        if stop is not None and tag == stop:
+            return pos
+        if length == UNDEFINED:
+            if depth >= MAX_DEPTH:
+                raise Truncated("sequences are nested too deeply")
+            pos = _walk_items(r, pos, depth + 1)
+            continue
+        if pos + length > r.size:
+            raise Truncated("%d bytes are missing at the end" % (pos + length - r.size))
+        pos += length
+    if stop is not None:
+        raise Truncated("a sequence is not closed before the end of the file")
+    return pos
+
+
+def _walk_items(r: _Reader, pos: int, depth: int) -> int:
+    """Walk the items of an undefined-length sequence or of encapsulated pixel data."""
+    while True:
+        tag, _, length, head_len = r.header(pos)
+        pos += head_len
+        if tag == SEQ_END:
+            return pos
+        if tag != ITEM:
+            raise Truncated("the element list is damaged")
+        if length == UNDEFINED:
+            pos = _walk_elements(r, pos, r.size, ITEM_END, depth)
+        elif pos + length > r.size:
+            raise Truncated("%d bytes are missing at the end" % (pos + length - r.size))
+        else:
+            pos += length

@@ -1,0 +1,119 @@
+"""Header reading: every kind of file gets the right verdict and a specific reason."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine.events import Outcome
+from engine.headers import HeaderProblem, InstanceHeader, read_header
+from tests.corpus import make_dicom, pydicom_test_files_dir
+
+
+def test_good_file(tmp_path):
+    path = make_dicom(tmp_path / "ct.dcm", PatientName="DOE^JANE")
+    h = read_header(str(path))
+    assert isinstance(h, InstanceHeader)
+    assert h.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+    assert h.transfer_syntax == "1.2.840.10008.1.2.1"
+    assert h.has_meta and h.streamable
+    assert h.patient_name == "DOE^JANE"
+
+
+def test_zero_length_file_is_skipped(tmp_path):
+    path = tmp_path / "empty.dcm"
+    path.write_bytes(b"")
+    h = read_header(str(path))
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.SKIPPED
+    assert "Empty file" in h.reason
+
+
+def test_text_file_is_not_dicom(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("Patient list\nDOE^JANE 1970\n" * 20)
+    h = read_header(str(path))
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.SKIPPED
+    assert h.reason == "Not a DICOM file."
+
+
+def test_dicomdir_is_skipped():
+    path = pydicom_test_files_dir() / "dicomdirtests" / "DICOMDIR"
+    h = read_header(str(path))
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.SKIPPED
+    assert "DICOMDIR" in h.reason
+
+
+def test_truncated_pixel_data_fails(tmp_path):
+    path = make_dicom(tmp_path / "ct.dcm", Rows=64, Columns=64)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:-1000])
+    h = read_header(str(cut))
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED
+    assert "truncated" in h.reason and "1000 bytes are missing" in h.reason
+
+
+def test_truncated_encapsulated_fails(tmp_path):
+    src = pydicom_test_files_dir() / "MR_small_RLE.dcm"
+    data = src.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: len(data) - 300])
+    h = read_header(str(cut))
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED
+    assert "truncated" in h.reason
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_file_without_meta_is_still_sendable(tmp_path, implicit):
+    from pydicom import dcmread
+    from engine import compat
+    ds = dcmread(str(make_dicom(tmp_path / "src.dcm")))
+    raw = tmp_path / "raw.dcm"  # an old-style file: no preamble, no file meta
+    raw.write_bytes(compat.dataset_to_bytes(ds, implicit, True))
+    h = read_header(str(raw))
+    assert isinstance(h, InstanceHeader), h
+    assert not h.has_meta and not h.streamable
+    assert h.transfer_syntax == ("1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1")
+
+
+def test_missing_sop_uids_fail_with_reason(tmp_path):
+    path = make_dicom(tmp_path / "x.dcm")
+    from pydicom import dcmread
+    ds = dcmread(str(path))
+    del ds.SOPInstanceUID
+    from tests.corpus import save_dataset
+    save_dataset(ds, tmp_path / "nouid.dcm")
+    h = read_header(str(tmp_path / "nouid.dcm"))
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED
+    assert "SOP Instance UID" in h.reason
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read everything")
+def test_unreadable_file_fails(tmp_path):
+    path = make_dicom(tmp_path / "ct.dcm")
+    path.chmod(0)
+    h = read_header(str(path))
+    assert isinstance(h, HeaderProblem) and "Permission denied" in h.reason
+
+
+def test_every_corpus_file_gets_a_verdict():
+    for path in sorted(pydicom_test_files_dir().rglob("*")):
+        if path.is_file():
+            h = read_header(str(path))
+            if isinstance(h, HeaderProblem):
+                assert h.reason and len(h.reason) > 10, path
+            else:
+                assert h.sop_instance_uid and h.sop_class_uid, path
+
+
+def test_latin1_patient_name_is_decoded(tmp_path):
+    path = make_dicom(tmp_path / "n.dcm", PatientName="Müller^Zoë")
+    h = read_header(str(path))
+    assert isinstance(h, InstanceHeader) and h.patient_name == "Müller^Zoë"
+
+
+def test_reading_does_not_touch_the_file(tmp_path):
+    path = make_dicom(tmp_path / "ct.dcm")
+    before = (path.read_bytes(), os.stat(path).st_mtime_ns)
+    read_header(str(path))
+    assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before

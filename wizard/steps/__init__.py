@@ -1,0 +1,1 @@
+"""One module per wizard page; ``base.Step`` is the contract they share."""
