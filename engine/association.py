@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
-from pydicom.uid import UID_dictionary
+from pydicom.uid import RE_VALID_UID, UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
@@ -32,6 +32,11 @@ class OpenFailure:
     how: str  # "refused" | "timeout" | "rejected" | "aborted"
     reason: str  # plain language, shown to the user as is
     dicom_reply: bool = False  # the peer answered with a DICOM PDU, so it does speak DICOM
+
+
+def seconds(value: float) -> str:
+    """'1 second', '0.5 seconds': durations in messages read naturally."""
+    return "%g second%s" % (value, "" if value == 1 else "s")
 
 
 def enable_nodelay(event: Any) -> None:
@@ -63,10 +68,11 @@ def transfer_syntax_name(uid: str) -> str:
 
 
 def _uid_name(uid: str) -> str:
-    # Looked up directly: building a pydicom UID from a malformed value emits warnings.
     text = str(uid).strip().rstrip("\x00")
-    entry = UID_dictionary.get(text)
-    return entry[0] if entry else text
+    # Only a well-formed UID can be named; building a pydicom UID from a bad one warns.
+    if len(text) <= 64 and RE_VALID_UID.match(text):
+        return str(UID(text).name)
+    return text
 
 
 # (source, reason) -> explanation; sources: 1 the peer's application, 2 and 3 its DICOM stack.
@@ -115,7 +121,7 @@ class _Watch:
         self._closed = False
         self._lock = threading.Lock()
 
-    def handlers(self) -> List[Tuple[Any, Any]]:
+    def handlers(self) -> List[Any]:
         return [(evt.EVT_CONN_OPEN, self.on_conn_open), (evt.EVT_PDU_RECV, self.on_pdu),
                 (evt.EVT_ACSE_RECV, self.on_acse), (evt.EVT_ESTABLISHED, self.on_established),
                 (evt.EVT_RELEASED, self.on_released), (evt.EVT_ABORTED, self.on_aborted)]
@@ -223,9 +229,9 @@ def _classify(watch: _Watch, dest: Destination, settings: Settings,
             calling_aet=settings.calling_aet.strip()), True)
     if not watch.connected:
         if elapsed >= 0.9 * settings.connect_timeout:  # pynetdicom hides the socket error
-            return OpenFailure("timeout", "Nothing answered at %s within %g seconds. Check the "
+            return OpenFailure("timeout", "Nothing answered at %s within %s. Check the "
                                "address, and that no firewall blocks the port." %
-                               (where, settings.connect_timeout))
+                               (where, seconds(settings.connect_timeout)))
         return OpenFailure("refused", "The destination %s refused the connection. Check that "
                            "the PACS is running and the port number is right." % where)
     if watch.accepted_nothing:
@@ -237,5 +243,5 @@ def _classify(watch: _Watch, dest: Destination, settings: Settings,
                            "accepting the association. It may not be a DICOM service, or it "
                            "refuses connections from this computer." % where, watch.dicom_reply)
     return OpenFailure("timeout", "The destination %s accepted the connection but did not answer "
-                       "within %g seconds. It may not be a DICOM service, or it is overloaded."
-                       % (where, settings.acse_timeout), watch.dicom_reply)
+                       "within %s. It may not be a DICOM service, or it is overloaded."
+                       % (where, seconds(settings.acse_timeout)), watch.dicom_reply)

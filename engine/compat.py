@@ -6,7 +6,7 @@ the legacy stack (the Windows exe) and the modern stack stay in step.
 from __future__ import annotations
 
 import io
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import pydicom
 import pynetdicom
@@ -30,8 +30,8 @@ _JPEG = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
          "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")
 _JPEG_LS = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
 _J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93",
-        "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
+        "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93")
+_HTJ2K = ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
 
 
 def decoder_package(ts: str) -> Optional[str]:
@@ -39,10 +39,10 @@ def decoder_package(ts: str) -> Optional[str]:
     if ts in _JPEG:
         return "pylibjpeg-libjpeg"
     if ts in _JPEG_LS:
-        # pyjpegls is the JPEG-LS decoder pydicom prefers on both stacks.
-        return "pyjpegls"
-    if ts in _J2K:
-        return "pylibjpeg-openjpeg"
+        # pydicom 3 prefers pyjpegls; the legacy stack decodes JPEG-LS with libjpeg 1.x.
+        return "pyjpegls" if PYDICOM_MAJOR >= 3 else "pylibjpeg-libjpeg"
+    if ts in _J2K or (ts in _HTJ2K and PYDICOM_MAJOR >= 3):
+        return "pylibjpeg-openjpeg"  # HTJ2K needs pydicom 3: no package helps pydicom 2
     return None
 
 
@@ -104,7 +104,10 @@ def _prepare_for_writing(ds: Dataset) -> None:
     """
     old_little = read_encoding(ds)[1]
     _materialize(ds)
-    correct_ambiguous_vr(ds, True if old_little is None else old_little)
+    try:
+        correct_ambiguous_vr(ds, True if old_little is None else old_little)
+    except AttributeError:
+        pass  # unresolvable (e.g. no Pixel Representation): fails later only if VR is needed
 
 
 def dataset_to_bytes(ds: Dataset, implicit_vr: bool, little_endian: bool) -> bytes:
@@ -170,13 +173,21 @@ def decoder_available(ts: str) -> bool:
     for handler in pydicom.config.pixel_data_handlers:
         if handler is None or not handler.supports_transfer_syntax(uid):
             continue
-        if handler.__name__.endswith("pylibjpeg_handler"):
-            # available() is true with any plugin; the plugin for this syntax may be missing
-            if handler.is_available() and _pylibjpeg_has(uid):
-                return True
-        elif handler.is_available():
+        if handler.is_available() and _v2_handler_has_codec(handler, uid):
             return True
     return False
+
+
+def _v2_handler_has_codec(handler: Any, uid: UID) -> bool:
+    """pydicom 2 handlers report "available" when any of their codecs is present."""
+    name = handler.__name__.rsplit(".", 1)[-1]
+    if name == "pylibjpeg_handler":
+        return _pylibjpeg_has(uid)
+    if name == "pillow_handler":  # Pillow may be built without JPEG or JPEG 2000
+        if uid in getattr(handler, "PillowJPEG2000TransferSyntaxes", ()):
+            return bool(getattr(handler, "HAVE_JPEG2K", False))
+        return bool(getattr(handler, "HAVE_JPEG", False))
+    return True
 
 
 def _pylibjpeg_has(uid: UID) -> bool:
@@ -187,7 +198,7 @@ def _pylibjpeg_has(uid: UID) -> bool:
     return uid in get_pixel_data_decoders()
 
 
-def iter_decoded_chunks(ds: Dataset, ybr_to_rgb: bool) -> Iterator[Tuple["object", str]]:
+def iter_decoded_chunks(ds: Dataset, ybr_to_rgb: bool) -> Iterator[Tuple[Any, str]]:
     """Decode the compressed Pixel Data of `ds`, yielding (ndarray, photometric) pieces.
 
     Each piece holds one or more whole frames, shaped (..., rows, columns[, samples]) with
@@ -201,7 +212,7 @@ def iter_decoded_chunks(ds: Dataset, ybr_to_rgb: bool) -> Iterator[Tuple["object
     return _iter_decoded_v2(ds, ybr_to_rgb)
 
 
-def _iter_decoded_v3(ds: Dataset, ybr_to_rgb: bool) -> Iterator[Tuple["object", str]]:
+def _iter_decoded_v3(ds: Dataset, ybr_to_rgb: bool) -> Iterator[Tuple[Any, str]]:
     from pydicom.pixels import get_decoder
 
     decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
@@ -211,7 +222,7 @@ def _iter_decoded_v3(ds: Dataset, ybr_to_rgb: bool) -> Iterator[Tuple["object", 
         yield arr, ("YBR_FULL" if pi == "YBR_FULL_422" else pi)
 
 
-def _iter_decoded_v2(ds: Dataset, ybr_to_rgb: bool) -> Iterator[Tuple["object", str]]:
+def _iter_decoded_v2(ds: Dataset, ybr_to_rgb: bool) -> Iterator[Tuple[Any, str]]:
     from pydicom.pixel_data_handlers.util import convert_color_space
 
     # pydicom 2 has no per-frame API: decode everything once with the handler pydicom picks.
@@ -238,14 +249,19 @@ def _v2_output_photometric(pi: str) -> str:
     """
     if pi in ("YBR_ICT", "YBR_RCT"):
         return "RGB"
-    if pi in ("YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420"):
-        return "YBR_FULL" if pi.startswith("YBR_FULL") else pi
-    return pi
+    return "YBR_FULL" if pi in ("YBR_FULL", "YBR_FULL_422") else pi
 
 
-def pixel_array_of(ds: Dataset) -> "object":
-    """ds.pixel_array as this stack returns it by default (used to compare images)."""
-    return ds.pixel_array
+def expected_pixel_bytes(ds: Dataset) -> Optional[int]:
+    """Bytes of native Pixel Data the Image Pixel attributes describe, or None if unknown."""
+    if PYDICOM_MAJOR >= 3:
+        from pydicom.pixels.utils import get_expected_length
+    else:
+        from pydicom.pixel_data_handlers.util import get_expected_length
+    try:
+        return int(get_expected_length(ds, "bytes"))
+    except Exception:  # missing or nonsense attributes: nothing to check against
+        return None
 
 
 # --- pynetdicom ---------------------------------------------------------------------------

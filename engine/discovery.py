@@ -233,10 +233,13 @@ def _identify(host: str, port: int, titles: Sequence[str], probe: Settings,
         if stop():
             break
         result = echo(Destination(host, port, title), settings)
-        if result.ok:
-            return NodeFound(job_id, host, port, True, title, result.elapsed_ms,
-                             "C-ECHO accepted with called AE title '%s' (a title it accepts, "
-                             "not necessarily its own name)" % title)
+        if result.ok or result.status is not None:  # a status means the title was accepted
+            detail = "accepted called AE title '%s' (not necessarily its own name)" % title
+            if result.ok:
+                detail = "C-ECHO answered; " + detail
+            else:
+                detail += ", but: " + result.reason
+            return NodeFound(job_id, host, port, True, title, result.elapsed_ms, detail)
         if not result.dicom_reply:
             return NodeFound(job_id, host, port, False, "", result.elapsed_ms, NOT_DICOM)
         tried.append(title)

@@ -6,16 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pynetdicom import build_context
-from pynetdicom.sop_class import Verification
+from pynetdicom import VerificationPresentationContexts
 
-from .association import open_association
+from .association import open_association, seconds
 from .cli_common import (EXIT_OK, EXIT_UNREACHABLE, add_destination_args, destination_from_args,
                          settings_from_args)
 from .config import Destination, Settings
 from .events import Sink
-
-_CONTEXTS = [build_context(Verification)]
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,8 @@ def echo(dest: Destination, settings: Settings, *, sink: Optional[Sink] = None,
          job_id: int = 0) -> EchoResult:
     """Associate with ``dest``, send one C-ECHO and release. Never raises for peer behaviour."""
     started = time.monotonic()
-    assoc, failure = open_association(dest, settings, _CONTEXTS, sink=sink, job_id=job_id)
+    assoc, failure = open_association(dest, settings, VerificationPresentationContexts,
+                                      sink=sink, job_id=job_id)
     if assoc is None:
         assert failure is not None
         return EchoResult(False, failure.how, failure.reason, None, _ms_since(started),
@@ -51,13 +49,16 @@ def echo(dest: Destination, settings: Settings, *, sink: Optional[Sink] = None,
     if status == 0:
         return EchoResult(True, "connected", "Connected to %s — C-ECHO answered in %.0f ms."
                           % (where, elapsed), status, elapsed, True)
-    if status is None:
-        reason = ("Connected to %s, but it did not answer the C-ECHO within %g seconds."
-                  % (where, settings.dimse_timeout))
-    else:
-        reason = ("Connected to %s, but it answered the C-ECHO with error status 0x%04X."
-                  % (where, status))
-    return EchoResult(False, "failed", reason, status, elapsed, True)
+    if status is not None:
+        return EchoResult(False, "failed", "Connected to %s, but it answered the C-ECHO with "
+                          "error status 0x%04X." % (where, status), status, elapsed, True)
+    # No answer: pynetdicom aborts both on its DIMSE timeout and when the peer aborts.
+    if elapsed >= 900.0 * settings.dimse_timeout:
+        return EchoResult(False, "timeout", "Connected to %s, but it did not answer the C-ECHO "
+                          "within %s." % (where, seconds(settings.dimse_timeout)), None,
+                          elapsed, True)
+    return EchoResult(False, "aborted", "Connected to %s, but it closed the association instead "
+                      "of answering the C-ECHO." % where, None, elapsed, True)
 
 
 def _ms_since(started: float) -> float:

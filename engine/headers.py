@@ -138,7 +138,9 @@ def _classify(ds: Any, path: str, size: int, mtime_ns: int, marker: bool,
     ts = meta_ts or actual_ts
     # Streaming sends the bytes as they are, announced with the file meta's UIDs and syntax;
     # any disagreement would make the destination store something else than the dataset says.
-    streamable = (has_meta and _meta_matches(meta, sop_class, sop_uid)
+    # Deflated files are inflated and sent uncompressed: peers handle a streamed deflate
+    # body unreliably (Orthanc waits for more data until its timeout).
+    streamable = (has_meta and meta_ts != DEFLATED_TS and _meta_matches(meta, sop_class, sop_uid)
                   and (meta_ts == actual_ts
                        or _is_encapsulated_or_deflated(meta_ts, bool(implicit), bool(little))))
     return InstanceHeader(

@@ -12,12 +12,11 @@ import re
 import tempfile
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, _config, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom import AE, VerificationPresentationContexts, _config, evt
 
 from .association import enable_nodelay
 from .config import check_ae_title, check_port
@@ -124,9 +123,10 @@ def start_receiver(port: int, out_dir: Optional[str] = None, aet: str = "PRACTIC
         os.makedirs(out_dir, exist_ok=True)
     receiver = Receiver(aet.strip(), out_dir)
     ae = AE(ae_title=receiver.aet)
-    ae.add_supported_context(Verification)
+    ae.supported_contexts = VerificationPresentationContexts
     ae.maximum_pdu_size = 0  # no limit: senders then use big PDUs, fewer round trips
-    handlers = [(evt.EVT_C_STORE, receiver.handle_store), (evt.EVT_CONN_OPEN, enable_nodelay)]
+    handlers: List[Any] = [(evt.EVT_C_STORE, receiver.handle_store),
+                           (evt.EVT_CONN_OPEN, enable_nodelay)]
     _use_unrestricted_storage(True)
     try:
         receiver._server = ae.start_server((host, port), block=False, evt_handlers=handlers)

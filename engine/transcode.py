@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 import struct
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from engine import compat
@@ -28,34 +29,25 @@ _PIXEL_TAGS = (PIXEL_DATA, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double 
 _ENCAPSULATION_ONLY = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+_J = "1.2.840.10008.1.2.4."
 # Short names a clinic employee can match to the PACS's documentation.
-_LABELS = {
-    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
-    "1.2.840.10008.1.2.4.51": "JPEG Extended",
-    "1.2.840.10008.1.2.4.57": "JPEG Lossless",
-    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
-    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
-    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
-    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
-    "1.2.840.10008.1.2.4.91": "JPEG 2000",
-    "1.2.840.10008.1.2.4.92": "JPEG 2000 Part 2 Lossless",
-    "1.2.840.10008.1.2.4.93": "JPEG 2000 Part 2",
-    "1.2.840.10008.1.2.4.201": "HTJ2K Lossless",
-    "1.2.840.10008.1.2.4.202": "HTJ2K Lossless RPCL",
-    "1.2.840.10008.1.2.4.203": "HTJ2K",
-    "1.2.840.10008.1.2.5": "RLE Lossless",
-}
+_LABELS = {_J + k: v for k, v in (
+    ("50", "JPEG Baseline"), ("51", "JPEG Extended"), ("57", "JPEG Lossless"),
+    ("70", "JPEG Lossless SV1"), ("80", "JPEG-LS Lossless"), ("81", "JPEG-LS Near-Lossless"),
+    ("90", "JPEG 2000 Lossless"), ("91", "JPEG 2000"), ("92", "JPEG 2000 Part 2 Lossless"),
+    ("93", "JPEG 2000 Part 2"), ("201", "HTJ2K Lossless"), ("202", "HTJ2K Lossless RPCL"),
+    ("203", "HTJ2K"))}
+_LABELS[RLE_LOSSLESS] = "RLE Lossless"
 # Lossy syntaxes -> Lossy Image Compression Method code (PS3.3 C.7.6.1.1.5.1).
-_LOSSY_METHODS = {
-    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
-    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.93": "ISO_15444_2",
-    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
-}
+_LOSSY_METHODS = {_J + k: v for k, v in (
+    ("50", "ISO_10918_1"), ("51", "ISO_10918_1"), ("81", "ISO_14495_1"),
+    ("91", "ISO_15444_1"), ("93", "ISO_15444_2"), ("203", "ISO_15444_15"))}
+# Syntaxes whose frames are marker streams ending in EOI (JPEG, JPEG-LS) or EOC (JPEG 2000).
+_MARKER_STREAMS = tuple(ts for ts in _LABELS if ts != RLE_LOSSLESS)
+_JP2_BOX = b"\x00\x00\x00\x0cjP  "
 # Lossy JPEG: decode to RGB, as DCMTK's dcmdjpeg does, since viewers expect that.
-_JPEG_LOSSY = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
+_JPEG_LOSSY = (_J + "50", _J + "51")
 
 
 class TranscodeError(Exception):
@@ -75,11 +67,22 @@ def transcode_file(path: str, target_ts: str, *, decompress: bool = True) -> Dat
     """Read `path` and return a Dataset that send_c_store() encodes correctly in `target_ts`.
 
     `target_ts` is Explicit or Implicit VR Little Endian. Raises TranscodeError (only) when the
-    file cannot be converted.
+    file cannot be converted; its `reason` says why in plain words.
     """
     target = _clean(target_ts)
     if target not in _TARGETS:
         raise TranscodeError(f"Converting images to {_label(target)} is not supported.")
+    try:
+        return _transcode(path, target, decompress)
+    except TranscodeError:
+        raise
+    except MemoryError as exc:
+        raise TranscodeError("There is not enough memory to convert this image.") from exc
+    except Exception as exc:  # odd files hit library corners: report, do not crash the run
+        raise TranscodeError(f"The file could not be converted: {_detail(exc)}") from exc
+
+
+def _transcode(path: str, target: str, decompress: bool) -> Dataset:
     ds = _read(path)
     src_ts = _source_ts(ds)
     pixels, updates = _take_pixels(ds, src_ts, decompress)
@@ -91,28 +94,28 @@ def transcode_file(path: str, target_ts: str, *, decompress: bool = True) -> Dat
     return out
 
 
+def _detail(exc: BaseException) -> str:
+    """A library's message on one line, short enough for the audit CSV."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _clean(uid: str) -> str:
     return str(uid).strip().rstrip("\x00").strip()
 
 
 def _label(ts: str) -> str:
-    if ts in _LABELS:
-        return _LABELS[ts]
-    try:
-        name = UID(ts).name
-    except Exception:  # pragma: no cover - UID() accepts any string
-        name = ts
-    return name or ts
+    return _LABELS.get(ts) or UID(ts).name or ts
 
 
 def _read(path: str) -> Dataset:
     try:
         ds = dcmread(path, force=True)  # opens the file read-only
     except Exception as exc:
-        raise TranscodeError(f"The file could not be read as DICOM: {exc}") from exc
+        raise TranscodeError(f"The file could not be read as DICOM: {_detail(exc)}") from exc
     if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
-        raise TranscodeError("The file is not a DICOM object (it has no SOP Class or "
-                             "SOP Instance UID), so it cannot be converted.")
+        raise TranscodeError("The file is damaged or is not a DICOM object (no SOP Class "
+                             "or SOP Instance UID was found), so it cannot be converted.")
     return ds
 
 
@@ -138,24 +141,40 @@ Pixels = List[Tuple[int, str, bytes]]
 
 def _take_pixels(ds: Dataset, src_ts: str, decompress: bool) -> Tuple[Pixels, Dict[str, Any]]:
     """Remove the pixel element(s) from `ds`; return them converted, plus attribute updates."""
+    if not any(tag in ds for tag in _PIXEL_TAGS):
+        if all(k in ds for k in ("Rows", "BitsAllocated", "PhotometricInterpretation")):
+            # pydicom 2 reads a file cut inside Pixel Data as an image without pixels
+            raise TranscodeError("The image data is missing: the file is probably truncated "
+                                 "(cut short), so it cannot be converted.")
+        return [], {}  # SR, KOS, PR, PDF...: only the header is re-encoded
     if PIXEL_DATA in ds and _is_encapsulated(ds, src_ts):
         if not decompress:
             raise TranscodeError(
                 f"The destination refused this image's compression ({_label(src_ts)}) and "
                 "decompression is turned off, so the image cannot be sent.")
         _require_decoder(src_ts)
+        if src_ts in _MARKER_STREAMS:
+            _check_stream_ends(ds)
         return _decode(ds, src_ts)
+    return _native_pixels(ds), {}
+
+
+def _native_pixels(ds: Dataset) -> Pixels:
     swap = compat.read_encoding(ds)[1] is False
     pixels: Pixels = []
-    for tag in _PIXEL_TAGS:
-        if tag in ds:
-            elem = ds[tag]
-            del ds[tag]  # drop our reference so a swapped copy does not double memory
-            value = elem.value or b""
-            if swap:
-                value = _swapped(value, _pixel_swap_width(ds, tag, elem.VR))
-            pixels.append((tag, elem.VR, value))
-    return pixels, {}
+    for tag in (t for t in _PIXEL_TAGS if t in ds):
+        elem = ds[tag]
+        del ds[tag]  # drop our reference so a swapped copy does not double memory
+        value = elem.value or b""
+        expected = compat.expected_pixel_bytes(ds) if tag == PIXEL_DATA else None
+        if expected is not None and len(value) < expected:
+            raise TranscodeError(
+                f"The image data is damaged: it holds {len(value)} bytes where the header "
+                f"describes {expected}, so the file is probably truncated (cut short).")
+        if swap:
+            value = _swapped(value, _pixel_swap_width(ds, tag, elem.VR))
+        pixels.append((tag, elem.VR, value))
+    return pixels
 
 
 def _require_decoder(ts: str) -> None:
@@ -208,17 +227,15 @@ def _decode(ds: Dataset, ts: str) -> Tuple[Pixels, Dict[str, Any]]:
         raise
     except NotImplementedError as exc:
         raise TranscodeError(f"Cannot decompress this {_label(ts)} image: the installed "
-                             f"decoder does not support its variant ({exc})") from exc
+                             f"decoder does not support its variant ({_detail(exc)})") from exc
     except Exception as exc:
         raise TranscodeError("The compressed image data is damaged and cannot be "
-                             f"decoded: {exc}") from exc
+                             f"decoded: {_detail(exc)}") from exc
     lossy = _lossy_updates(ds, ts, compressed_size, sum(len(p) for p in parts))
     del ds[PIXEL_DATA]  # free the compressed bytes before joining the decoded ones
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     del parts
-    _check_length(ds, data, bits)
-    if len(data) % 2:
-        data += b"\x00"
+    _check_length(ds, data, bits)  # an odd length is padded when pydicom writes it
     updates = _pixel_updates(ds, photometric, kind, bits)
     updates.update(lossy)
     return [(PIXEL_DATA, "OB" if bits <= 8 else "OW", data)], updates
@@ -244,7 +261,9 @@ def _check_length(ds: Dataset, data: bytes, bits: int) -> None:
 
 
 def _pixel_updates(ds: Dataset, photometric: str, kind: str, bits: int) -> Dict[str, Any]:
-    stored = min(int(ds.get("BitsStored", bits) or bits), bits)
+    stored = int(ds.get("BitsStored", bits) or bits)
+    if bits > int(ds.get("BitsAllocated", bits) or bits) or stored > bits:
+        stored = bits  # the codec needed a bigger container than the header claimed
     updates: Dict[str, Any] = {
         "PhotometricInterpretation": photometric,
         "BitsAllocated": bits,
@@ -268,25 +287,26 @@ def _lossy_updates(ds: Dataset, ts: str, packed: int, unpacked: int) -> Dict[str
         return {}
     methods = [str(m) for m in _as_list(ds.get("LossyImageCompressionMethod"))]
     ratios = [str(r) for r in _as_list(ds.get("LossyImageCompressionRatio"))]
-    if not methods or methods[-1] != method:
+    if methods[-1:] == [method]:
+        pass  # this compression step is already recorded
+    elif len(methods) == len(ratios) - 1:
+        methods.append(method)  # a ratio without its method: the step that made this file
+    else:
         methods.append(method)
-        ratio = unpacked / packed if packed else 0
-        ratios.append(f"{ratio:.2f}")
+        ratios.append(f"{unpacked / packed if packed else 0:.2f}")
     return {"LossyImageCompression": "01", "LossyImageCompressionMethod": methods,
             "LossyImageCompressionRatio": ratios}
 
 
 def _as_list(value: Any) -> List[Any]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if isinstance(value, (list, tuple, MultiValue)):
         return list(value)
-    return [value]
+    return [] if value is None or value == "" else [value]
 
 
 def _jpegls_near(pixel_data: bytes) -> Optional[int]:
     """NEAR parameter of the first JPEG-LS scan, or None if it cannot be found."""
-    fragment = _first_fragment(pixel_data)
+    fragment = bytes(next(_fragments(pixel_data), b""))
     pos = fragment.find(b"\xff\xda")  # start of scan: Ls, Ns, Ns*(Ci, Tmi), NEAR
     if pos < 0 or pos + 5 > len(fragment):
         return None
@@ -295,16 +315,46 @@ def _jpegls_near(pixel_data: bytes) -> Optional[int]:
     return fragment[index] if index < len(fragment) else None
 
 
-def _first_fragment(pixel_data: bytes) -> bytes:
-    offset = 0
-    for _ in range(2):  # item 1 is the Basic Offset Table, item 2 the first fragment
-        if offset + 8 > len(pixel_data):
-            return b""
-        tag, length = struct.unpack("<II", pixel_data[offset:offset + 8])
-        if tag != 0xE000FFFE:
-            return b""
-        start, offset = offset + 8, offset + 8 + length
-    return pixel_data[start:offset]
+def _fragments(pixel_data: bytes) -> Iterator[memoryview]:
+    """The fragments of encapsulated Pixel Data (Basic Offset Table skipped), as views."""
+    view, offset, index = memoryview(pixel_data), 0, 0
+    while offset + 8 <= len(view):
+        tag, length = struct.unpack("<II", view[offset:offset + 8])
+        if tag != 0xE000FFFE or length == 0xFFFFFFFF:
+            return  # sequence delimiter, or junk a decoder will reject
+        if index:
+            yield view[offset + 8:offset + 8 + length]
+        offset, index = offset + 8 + length, index + 1
+
+
+def _starts_frame(fragment: memoryview) -> bool:
+    head = bytes(fragment[:8])
+    return head[:3] == b"\xff\xd8\xff" or head[:4] == b"\xff\x4f\xff\x51" or head == _JP2_BOX
+
+
+def _ends_frame(fragment: memoryview) -> bool:
+    return b"\xff\xd9" in bytes(fragment[-8:])  # EOI / EOC, maybe followed by padding
+
+
+def _check_stream_ends(ds: Dataset) -> None:
+    """Refuse JPEG / JPEG-LS / JPEG 2000 frames cut short before their end marker.
+
+    Decoders silently grey-fill a truncated JPEG, and libjpeg 1.3 can crash on a truncated
+    JPEG-LS stream, so every frame must start with its start marker and end with EOI/EOC.
+    """
+    frames, previous, intact = 0, None, True
+    for fragment in _fragments(ds.PixelData):
+        if _starts_frame(fragment):
+            intact = intact and (previous is None or _ends_frame(previous))
+            frames += 1
+        else:
+            intact = intact and previous is not None  # data before the first frame start
+        previous = fragment
+    wanted = int(ds.get("NumberOfFrames", 1) or 1)
+    if not intact or previous is None or not _ends_frame(previous) or frames < wanted:
+        raise TranscodeError("The compressed image data is damaged and cannot be decoded: "
+                             "a frame is cut short or missing (the file was probably "
+                             "truncated).")
 
 
 def _swap_other_values(ds: Dataset) -> None:
@@ -329,14 +379,13 @@ def _reencode_header(ds: Dataset, implicit: bool) -> Dataset:
         raise
     except Exception as exc:
         raise TranscodeError("The file's header is damaged and cannot be converted for "
-                             f"the destination: {exc}") from exc
+                             f"the destination: {_detail(exc)}") from exc
 
 
 def _apply_updates(ds: Dataset, updates: Dict[str, Any]) -> None:
     for keyword, value in updates.items():
         if value is None:
-            if keyword in ds:
-                delattr(ds, keyword)
+            ds.pop(keyword, None)
         else:
             setattr(ds, keyword, value)
 

@@ -9,8 +9,7 @@ VENV=.venvs/demo
 if [ ! -x "$VENV/bin/python" ]; then
     echo "Setting up $VENV (one time)..."
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r requirements/modern.txt
+    "$VENV/bin/pip" install -q -r requirements/modern.txt 2>&1 | grep -v "is ignored" || true
 fi
 PY="$ROOT/$VENV/bin/python"
 SOURCE="${1:-$("$PY" -c 'import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files"))')}"

@@ -1,0 +1,1 @@
+"""The Tkinter/ttk wizard over the engine: ``python -m wizard`` opens it."""

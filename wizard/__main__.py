@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import logging
@@ -19,10 +20,8 @@ def setup_logging(verbose: bool = False) -> Path:
     log_dir = dirs.log_dir()
     old = sorted(log_dir.glob("wizard-*.log"))
     for stale in old[:max(0, len(old) - LOG_KEEP + 1)]:
-        try:
+        with contextlib.suppress(OSError):  # held open by another running copy: next time
             stale.unlink()
-        except OSError:
-            pass  # another running copy may hold it open; it is removed next time
     path = log_dir / ("wizard-%s.log" % dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     handler = logging.FileHandler(str(path), encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s "
@@ -42,11 +41,9 @@ def _dpi_aware() -> None:
 
     try:
         ctypes.windll.shcore.SetProcessDpiAwareness(1)  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        try:
+    except (AttributeError, OSError):  # no shcore before Windows 8.1 (Server 2008 R2)
+        with contextlib.suppress(AttributeError, OSError):
             ctypes.windll.user32.SetProcessDPIAware()  # type: ignore[attr-defined]
-        except (AttributeError, OSError):
-            pass  # Windows older than Vista: Tk scales with the system instead
 
 
 def _self_test() -> int:

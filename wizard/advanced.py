@@ -5,10 +5,11 @@ press its buttons like any other widget.
 """
 from __future__ import annotations
 
+import contextlib
 import tkinter as tk
 from dataclasses import replace
 from tkinter import ttk
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from . import settings_store, theme
 from .dialogs import Dialogs
@@ -65,10 +66,10 @@ class AdvancedDialog(tk.Toplevel):
         self.after_idle(self._grab)
 
     def _grab(self) -> None:
-        try:
-            self.grab_set()  # keep the user here until Save or Cancel
-        except tk.TclError:
-            pass  # not viewable yet (window manager still mapping it); the dialog still works
+        # Keep the user here until Save or Cancel; if the window manager has not mapped the
+        # window yet the grab fails, and the dialog still works without it.
+        with contextlib.suppress(tk.TclError):
+            self.grab_set()
         self.focus_set()
 
     def _buttons(self) -> None:
@@ -96,7 +97,7 @@ class AdvancedDialog(tk.Toplevel):
 
     def collect(self) -> Optional[Prefs]:
         """The edited preferences, or None after showing why they are not valid."""
-        values: Dict[str, object] = {"decompress": bool(self.decompress.get())}
+        values: Dict[str, Any] = {"decompress": bool(self.decompress.get())}
         problems: Dict[str, str] = {}
         for key in self.vars:
             text = self.vars[key].get().strip()
@@ -107,9 +108,9 @@ class AdvancedDialog(tk.Toplevel):
                 values[key] = int(text)
             else:
                 values[key] = text
-        prefs = replace(self._prefs, **values) if not problems else None
-        if prefs is not None:
-            problems = settings_store.check(prefs)
+        prefs = replace(self._prefs, **values)
+        for key, reason in settings_store.check(prefs).items():
+            problems.setdefault(key, reason)
         for key in self.vars:
             self.form.set_error(key, problems.get(key))
         self.message.configure(text="Please correct the fields in red." if problems else "")
@@ -127,3 +128,7 @@ class AdvancedDialog(tk.Toplevel):
     def close(self) -> None:
         self.grab_release()
         self.destroy()
+        # Drop the Tk variables now, on the Tk thread: left to the cycle collector they may be
+        # freed on a worker thread, where Tk refuses the call.
+        self.vars.clear()
+        del self.decompress

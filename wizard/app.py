@@ -24,7 +24,7 @@ from .controller import STEP_ORDER, WizardController
 from .dialogs import Dialogs
 from .pump import EventPump
 from .settings_store import load as load_prefs
-from .widgets import StepSidebar
+from .widgets import StepSidebar, WrapLabel
 
 LOG = logging.getLogger(__name__)
 
@@ -89,14 +89,13 @@ class WizardApp(tk.Tk):
         self.back_button = ttk.Button(bar, text="Back", underline=0,
                                       command=lambda: self.controller.go_back())
         self.back_button.pack(side="right", padx=(pad, 0))
-        self.message = ttk.Label(bar, text="", style="Bar.TLabel", wraplength=theme.ems(self, 34),
-                                 justify="left")
+        self.message = WrapLabel(bar, text="", style="Bar.TLabel")
         self.message.pack(side="left", fill="x", expand=True, padx=pad * 2)
 
     def _fit_window(self) -> None:
         # Fill a 1024x768 screen (minus taskbar and title bar); never exceed the screen.
-        width = min(self.winfo_screenwidth(), theme.ems(self, 96))
-        height = min(self.winfo_screenheight() - theme.ems(self, 5), theme.ems(self, 72))
+        width = min(self.winfo_screenwidth(), theme.ems(self, 76))
+        height = min(self.winfo_screenheight() - theme.ems(self, 5), theme.ems(self, 56))
         self.geometry("%dx%d" % (width, height))
         self.minsize(min(width, theme.ems(self, 70)), min(height, theme.ems(self, 46)))
 

@@ -36,7 +36,7 @@ def icon_png_name(size: int) -> str:
 
 def image(name: str, master: tk.Misc) -> tk.PhotoImage:
     """A cached PhotoImage of ``assets/name`` (Tk forgets images nobody references)."""
-    key = (name, str(master.winfo_toplevel()))
+    key = (name, str(id(master.tk)))  # one cache per Tk interpreter
     if key not in _images:
         _images[key] = tk.PhotoImage(master=master, file=str(asset_path(name)))
     return _images[key]

@@ -6,6 +6,7 @@ own try block so a failing handler is reported and polling carries on.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sys
@@ -44,10 +45,8 @@ class EventPump:
     def stop(self) -> None:
         self._stopped = True
         if self._after_id is not None:
-            try:
+            with contextlib.suppress(tk.TclError):  # the root is gone: nothing left to cancel
                 self._root.after_cancel(self._after_id)
-            except tk.TclError:
-                pass  # the root is already gone; nothing left to cancel
             self._after_id = None
 
     @property

@@ -6,7 +6,6 @@ so changing a filter never loses them.
 from __future__ import annotations
 
 import tkinter as tk
-from tkinter import ttk
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from engine.scan import filter_patients
@@ -15,8 +14,8 @@ from . import fmt
 from .widgets import ScrolledTree
 
 CHECKED, UNCHECKED, PARTIAL = "☑", "☐", "◪"
-COLUMNS = (("files", "Files", 5), ("size", "Size", 7), ("date", "Date", 7),
-           ("modality", "Type", 5))
+COLUMNS = (("files", "Files", 4), ("size", "Size", 5.5), ("date", "Date", 6.5),
+           ("modality", "Type", 4))
 
 
 class Filters:
@@ -32,7 +31,7 @@ class Filters:
 
 class SelectionTree(ScrolledTree):
     def __init__(self, master: tk.Misc, on_change: Callable[[], None]) -> None:
-        super().__init__(master, COLUMNS, tree_heading=("Patient / study / series", 26),
+        super().__init__(master, COLUMNS, tree_heading=("Patient / study / series", 22),
                          height=8, selectmode="browse")
         self._on_change = on_change
         self._scan: Any = None
@@ -52,7 +51,7 @@ class SelectionTree(ScrolledTree):
         for _, study, series in self._walk(Filters()):
             self._series[series.series_uid] = series
             self._dates[series.series_uid] = fmt.dicom_date(str(study.date or ""))
-        self._checked = {uid: True for uid in self._series}
+        self._checked = dict.fromkeys(self._series, True)
         self.refresh()
 
     def modalities(self) -> List[str]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import tkinter as tk
 import tkinter.font as tkfont
 from tkinter import ttk
-from typing import Dict
+from typing import TYPE_CHECKING, Dict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Literal
 
 # Catppuccin Mocha (https://catppuccin.com/palette), the subset we use.
 PALETTE: Dict[str, str] = {
@@ -71,7 +74,8 @@ def _configure_fonts(root: tk.Tk) -> None:
     _named_font(root, "WizardBig", family, int(BASE_POINTS * 1.2), "bold")
 
 
-def _named_font(root: tk.Misc, name: str, family: str, size: int, weight: str) -> None:
+def _named_font(root: tk.Misc, name: str, family: str, size: int,
+                weight: "Literal['normal', 'bold']") -> None:
     if name in tkfont.names(root=root):
         named_font(root, name).configure(family=family, size=size, weight=weight)
     else:
@@ -118,8 +122,8 @@ def _label_styles(style: ttk.Style) -> None:
     style.configure("Sidebar.TLabel", background=P["mantle"], foreground=P["subtext0"])
     style.configure("SidebarTitle.TLabel", background=P["mantle"], foreground=P["lavender"],
                     font="WizardBold")
-    style.configure("SidebarCurrent.TLabel", background=P["surface0"], foreground=P["blue"],
-                    font="WizardBold")
+    # Same font in every state: a bold current step would make the sidebar change width.
+    style.configure("SidebarCurrent.TLabel", background=P["surface0"], foreground=P["blue"])
     style.configure("SidebarDone.TLabel", background=P["mantle"], foreground=P["green"])
     # Plain-language result banners: dark text on a light colour reads well on any screen.
     for name, colour in (("Good", "green"), ("Bad", "red"), ("Warn", "yellow"),
@@ -134,7 +138,7 @@ def _label_styles(style: ttk.Style) -> None:
 def _button_styles(root: tk.Misc, style: ttk.Style) -> None:
     style.configure("TButton", background=P["surface0"], foreground=P["text"],
                     bordercolor=P["surface2"], lightcolor=P["surface0"], darkcolor=P["surface0"],
-                    padding=(ems(root, 0.9), ems(root, 0.3)), anchor="center")
+                    padding=(ems(root, 0.7), ems(root, 0.25)), anchor="center")
     style.map("TButton",
               background=[("disabled", P["mantle"]), ("pressed", P["surface2"]),
                           ("active", P["surface1"])],
@@ -147,7 +151,8 @@ def _button_styles(root: tk.Misc, style: ttk.Style) -> None:
               background=[("disabled", P["surface0"]), ("pressed", P["sapphire"]),
                           ("active", P["lavender"])],
               foreground=[("disabled", P["overlay1"])],
-              bordercolor=[("focus", P["text"])])
+              bordercolor=[("disabled", P["surface1"]), ("focus", P["text"])],
+              lightcolor=[("disabled", P["surface0"])], darkcolor=[("disabled", P["surface0"])])
     for name in ("TCheckbutton", "TRadiobutton"):
         style.configure(name, background=P["base"], foreground=P["text"],
                         indicatorbackground=P["surface0"], indicatorforeground=P["blue"],

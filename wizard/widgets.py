@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tkinter as tk
 from tkinter import ttk
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import theme
 
@@ -14,16 +14,14 @@ class StepSidebar(ttk.Frame):
     """Numbered step names; the current one is highlighted, earlier ones marked done."""
 
     def __init__(self, master: tk.Misc, app_title: str, titles: Sequence[str]) -> None:
-        super().__init__(master, style="Sidebar.TFrame", padding=theme.ems(master, 0.8))
-        width = max(len(t) for t in titles) + 4
-        ttk.Label(self, text=app_title, style="SidebarTitle.TLabel", wraplength=theme.ems(
-            master, width * 0.6)).pack(anchor="w", pady=(0, theme.ems(master, 1)))
+        super().__init__(master, style="Sidebar.TFrame", padding=theme.ems(master, 0.5))
+        ttk.Label(self, text=app_title.replace(" ", "\n", 1), style="SidebarTitle.TLabel",
+                  justify="left").pack(anchor="w", pady=(0, theme.ems(master, 1)))
         self._titles = list(titles)
         self._labels: List[ttk.Label] = []
         for number, title in enumerate(titles, 1):
             label = ttk.Label(self, text="%d  %s" % (number, title), style="Sidebar.TLabel",
-                              padding=(theme.ems(master, 0.5), theme.ems(master, 0.35)),
-                              width=width)
+                              padding=(theme.ems(master, 0.4), theme.ems(master, 0.35)))
             label.pack(fill="x", anchor="w")
             self._labels.append(label)
 
@@ -44,9 +42,9 @@ class ScrolledTree(ttk.Frame):
 
     def __init__(self, master: tk.Misc, columns: Sequence[Tuple[str, str, float]],
                  tree_heading: Optional[Tuple[str, float]] = None, height: int = 8,
-                 selectmode: str = "browse") -> None:
+                 selectmode: Any = "browse") -> None:
         super().__init__(master)
-        show = "tree headings" if tree_heading else "headings"
+        show: Any = "tree headings" if tree_heading else "headings"
         self.tree = ttk.Treeview(self, columns=[c[0] for c in columns], show=show,
                                  height=height, selectmode=selectmode)
         if tree_heading:
@@ -55,7 +53,7 @@ class ScrolledTree(ttk.Frame):
         for cid, heading, width in columns:
             self.tree.heading(cid, text=heading, anchor="w")
             self.tree.column(cid, width=theme.ems(self, width), minwidth=theme.ems(self, 2),
-                             stretch=cid == columns[-1][0] and not tree_heading, anchor="w")
+                             stretch=True, anchor="w")
         yscroll = ttk.Scrollbar(self, orient="vertical", command=self.tree.yview)
         xscroll = ttk.Scrollbar(self, orient="horizontal", command=self.tree.xview)
         self.tree.configure(yscrollcommand=yscroll.set, xscrollcommand=xscroll.set)
@@ -72,12 +70,29 @@ class ScrolledTree(ttk.Frame):
             self.tree.delete(*children)
 
 
-class Banner(ttk.Label):
-    """A one-line coloured result: ``show("Good", "It works.")``; ``hide()`` leaves no gap."""
+class WrapLabel(ttk.Label):
+    """A label whose text wraps at whatever width the layout gives it (pack it with fill="x").
 
-    def __init__(self, master: tk.Misc, wrap_ems: float = 60) -> None:
-        super().__init__(master, style="InfoBanner.TLabel", padding=theme.ems(master, 0.5),
-                         wraplength=theme.ems(master, wrap_ems), justify="left")
+    A fixed wraplength would either waste space or push the window wider than the screen.
+    """
+
+    def __init__(self, master: tk.Misc, **kwargs: object) -> None:
+        kwargs.setdefault("justify", "left")
+        super().__init__(master, wraplength=theme.ems(master, 20), **kwargs)  # type: ignore
+        self.bind("<Configure>", self._rewrap, add="+")
+
+    def _rewrap(self, event: "tk.Event[tk.Misc]") -> None:
+        pad = theme.ems(self, 1.2)
+        width = max(event.width - pad, theme.ems(self, 10))
+        if abs(int(self.cget("wraplength")) - width) > 2:
+            self.configure(wraplength=width)
+
+
+class Banner(WrapLabel):
+    """A coloured result line: ``show("Good", "It works.")``; ``hide()`` leaves no gap."""
+
+    def __init__(self, master: tk.Misc) -> None:
+        super().__init__(master, style="InfoBanner.TLabel", padding=theme.ems(master, 0.5))
         self.kind = ""
 
     def show(self, kind: str, text: str) -> None:
@@ -100,7 +115,7 @@ class Form(ttk.Frame):
 
     def __init__(self, master: tk.Misc) -> None:
         super().__init__(master)
-        self.columnconfigure(1, weight=1)
+        self.columnconfigure(2, weight=1)  # spare width goes after the hints, not between
         self._row = 0
         self.errors: Dict[str, ttk.Label] = {}
 
@@ -114,12 +129,18 @@ class Form(ttk.Frame):
                                                                   sticky="w", padx=pad * 2)
         error = ttk.Label(self, text="", style="Error.TLabel")
         error.grid(row=self._row + 1, column=1, columnspan=2, sticky="w")
+        error.grid_remove()  # takes no room until there is something to say
         self.errors[key] = error
         self._row += 2
         return widget
 
     def set_error(self, key: str, text: Optional[str]) -> None:
-        self.errors[key].configure(text=text or "")
+        label = self.errors[key]
+        label.configure(text=text or "")
+        if text:
+            label.grid()
+        else:
+            label.grid_remove()
 
 
 def pack_button(row: ttk.Frame, text: str, command: object, style: str = "TButton",

@@ -211,8 +211,8 @@ def test_cli_streams_then_prints_a_table(network: Tuple[List[int], str],
                      "--ports", ",".join(str(p) for p in ports[:2] + ports[3:])])
     out = capsys.readouterr().out
     assert code == 0
-    assert "DICOM     127.0.0.3:%d  C-ECHO accepted with called AE title 'ORTHANC'" % ports[1] \
-        in out
+    assert ("DICOM     127.0.0.3:%d  C-ECHO answered; accepted called AE title 'ORTHANC'"
+            % ports[1]) in out
     assert "not DICOM 127.0.0.5:%d  %s" % (ports[3], NOT_DICOM) in out
     assert "Found 3 open port(s), 2 answering as DICOM:" in out
     assert "ask its administrator for the exact title" in out

@@ -88,8 +88,19 @@ def test_echo_without_answer(scp: Callable[..., int]) -> None:
 
     port = scp(handlers=[(evt.EVT_C_ECHO, slow)])
     result = echo(Destination("127.0.0.1", port, "ORTHANC"), Settings(dimse_timeout=0.5))
-    assert not result.ok and result.how == "failed" and result.status is None
+    assert not result.ok and result.how == "timeout" and result.status is None
     assert "did not answer the C-ECHO within 0.5 seconds" in result.reason
+
+
+def test_echo_aborted_by_peer(scp: Callable[..., int]) -> None:
+    def hang_up(event: Any) -> int:
+        event.assoc.abort()
+        return 0
+
+    port = scp(handlers=[(evt.EVT_C_ECHO, hang_up)])
+    result = echo(Destination("127.0.0.1", port, "ORTHANC"), Settings(dimse_timeout=10))
+    assert not result.ok and result.how == "aborted" and result.status is None
+    assert "closed the association instead of answering" in result.reason
 
 
 def test_cli_echo_ok(scp: Callable[..., int], capsys: pytest.CaptureFixture[str]) -> None:

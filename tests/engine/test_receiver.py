@@ -90,9 +90,14 @@ def test_answers_c_echo_and_sets_nodelay(receiver: Receiver) -> None:
     assoc = AE().associate("127.0.0.1", receiver.port, [build_context(Verification)],
                            ae_title="PRACTICE")
     try:
-        accepted = receiver._server.active_associations
-        assert accepted
-        sock = accepted[0].dul.socket.socket
+        # The echo's association may still be winding down: look at the one open now.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            live = [a for a in receiver._server.active_associations if a.is_established]
+            if live:
+                break
+            time.sleep(0.01)
+        sock = live[0].dul.socket.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         assoc.release()

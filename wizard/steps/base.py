@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 from engine.events import EngineEvent
 
 from .. import theme
+from ..widgets import WrapLabel
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..controller import WizardController, WizardState
@@ -32,9 +33,8 @@ class Step(ttk.Frame):
         self.controller = controller
         self.work_state = IDLE
         ttk.Label(self, text=self.heading or self.title, style="Title.TLabel").pack(anchor="w")
-        self.intro_label = ttk.Label(self, text=self.intro, style="Hint.TLabel",
-                                     wraplength=theme.ems(self, 58), justify="left")
-        self.intro_label.pack(anchor="w", pady=(theme.ems(self, 0.2), theme.ems(self, 0.6)))
+        self.intro_label = WrapLabel(self, text=self.intro, style="Hint.TLabel")
+        self.intro_label.pack(fill="x", pady=(theme.ems(self, 0.2), theme.ems(self, 0.6)))
         self.body = ttk.Frame(self)
         self.body.pack(fill="both", expand=True)
         self.build(self.body)

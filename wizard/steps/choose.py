@@ -11,16 +11,16 @@ from engine.events import EngineEvent, JobFailed, JobFinished, Progress
 
 from .. import fmt, services, theme
 from ..selection_tree import Filters, SelectionTree
-from ..widgets import Banner, ScrolledTree, pack_button
+from ..widgets import Banner, ScrolledTree, WrapLabel, pack_button
 from .base import DONE, IDLE, WORKING, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..controller import WizardState
 
 EVERYTHING, SCAN = "everything", "scan"
-PROBE_COLUMNS = (("sop", "Kind of image", 14), ("ts", "Stored as", 12), ("files", "Files", 4),
-                 ("action", "What happens", 8), ("why", "Why", 22))
-PROBLEM_COLUMNS = (("path", "File", 30), ("reason", "Why it cannot be copied", 30))
+PROBE_COLUMNS = (("sop", "Kind of image", 12), ("ts", "Stored as", 10), ("files", "Files", 4),
+                 ("action", "What happens", 9), ("why", "Why", 14))
+PROBLEM_COLUMNS = (("path", "File", 24), ("reason", "Why it cannot be copied", 24))
 ACTION_TAGS = {"as is": "ok", "decompress": "warn", "refused": "bad"}
 ACTION_WORDS = {"as is": "sent as is", "decompress": "decompressed first",
                 "refused": "refused by the PACS"}
@@ -50,6 +50,7 @@ class ChooseStep(Step):
         self._jobs: Dict[int, str] = {}  # job id -> "scan", "probe" or "resume"
         self._resume_target: Any = None  # (source, destination, asked at start-up)
         self._filter_after: Optional[str] = None
+        self._resume_after: Optional[str] = None
         self._build_source(body)
         self.notebook = ttk.Notebook(body)
         self.notebook.pack(fill="both", expand=True, pady=(theme.ems(self, 0.4), 0))
@@ -75,7 +76,7 @@ class ChooseStep(Step):
             ttk.Radiobutton(body, text=text, value=value, variable=self.mode).pack(
                 anchor="w", pady=(theme.ems(self, 0.2), 0))
         self.resume_row = ttk.Frame(body)
-        self.resume_banner = Banner(self.resume_row, wrap_ems=44)
+        self.resume_banner = Banner(self.resume_row)
         self.resume_banner.pack(side="left", fill="x", expand=True)
         self.resume_button = ttk.Button(self.resume_row, text="Continue the unfinished copy",
                                         style="Accent.TButton", command=self.resume)
@@ -89,7 +90,7 @@ class ChooseStep(Step):
         self.scan_button = pack_button(row, "Scan the folder", self.start_scan)
         self.scan_progress = ttk.Progressbar(row, mode="determinate", length=theme.ems(self, 12))
         self.scan_progress.pack(side="left", padx=(0, theme.ems(self, 0.5)))
-        self.scan_status = ttk.Label(row, text="", style="Hint.TLabel")
+        self.scan_status = WrapLabel(row, text="", style="Hint.TLabel")
         self.scan_status.pack(side="left", fill="x", expand=True)
         self._build_filters(tab)
         self.tree = SelectionTree(tab, self._selection_changed)
@@ -105,10 +106,12 @@ class ChooseStep(Step):
         row = ttk.Frame(tab)
         row.pack(fill="x", pady=(theme.ems(self, 0.3), 0))
         self.filter_vars = {k: tk.StringVar(self, "") for k in ("text", "modality", "from", "to")}
+        self.filter_vars["modality"].set("All")
         pad = theme.ems(self, 0.3)
-        for label, key, width in (("Name or ID", "text", 14), ("Type", "modality", 6),
-                                  ("From", "from", 10), ("To", "to", 10)):
-            ttk.Label(row, text=label).pack(side="left", padx=(pad * 2, pad))
+        for label, key, width in (("Name or ID", "text", 12), ("Type", "modality", 5),
+                                  ("Date from", "from", 10), ("to", "to", 10)):
+            ttk.Label(row, text=label).pack(side="left", padx=(pad * 2 if key != "text" else 0,
+                                                               pad))
             if key == "modality":
                 self.modality_box = ttk.Combobox(row, textvariable=self.filter_vars[key],
                                                  width=width, state="readonly", values=("All",))
@@ -116,8 +119,7 @@ class ChooseStep(Step):
             else:
                 ttk.Entry(row, textvariable=self.filter_vars[key], width=width).pack(side="left")
             self.filter_vars[key].trace_add("write", lambda *_: self._schedule_filter())
-        self.filter_error = ttk.Label(tab, text="", style="Error.TLabel")
-        self.filter_error.pack(anchor="w")
+        self.filter_error = ttk.Label(tab, text="", style="Error.TLabel")  # packed when needed
 
     def _build_probe_tab(self) -> None:
         tab = ttk.Frame(self.notebook, padding=theme.ems(self, 0.4))
@@ -125,9 +127,9 @@ class ChooseStep(Step):
         row = ttk.Frame(tab)
         row.pack(fill="x")
         self.probe_button = pack_button(row, "Check with the PACS", self.start_probe)
-        self.probe_status = ttk.Label(row, text="Finds out which files the PACS takes as they "
+        self.probe_status = WrapLabel(row, text="Finds out which files the PACS takes as they "
                                       "are, which must be decompressed, and which it refuses.",
-                                      style="Hint.TLabel", wraplength=theme.ems(self, 44))
+                                      style="Hint.TLabel")
         self.probe_status.pack(side="left", fill="x", expand=True)
         self.probe_banner = Banner(tab)
         self.probe_banner.pack(fill="x", pady=(theme.ems(self, 0.3), 0))
@@ -181,7 +183,10 @@ class ChooseStep(Step):
         self.probe_table.clear()
         self.probe_banner.hide()
         self.scan_status.configure(text="")
-        self._check_resume()
+        # Typing a path changes it once per key: look for an unfinished copy when typing stops.
+        if self._resume_after is not None:
+            self.after_cancel(self._resume_after)
+        self._resume_after = self.after(400, self._check_resume)
 
     def _mode_changed(self) -> None:
         scanning = self.mode.get() == SCAN
@@ -194,6 +199,7 @@ class ChooseStep(Step):
 
     # -- resume -----------------------------------------------------------------------------
     def _check_resume(self) -> None:
+        self._resume_after = None
         self.resume_row.pack_forget()
         dest = self.controller.state.destination
         folder = self.folder.get().strip()
@@ -312,8 +318,10 @@ class ChooseStep(Step):
 
     def _show_problems(self, problems: Any) -> None:
         self.problems.clear()
+        source = self._scan.source if self._scan is not None else ""
         for path, reason in problems:
-            self.problems.tree.insert("", "end", values=(path, reason), tags=("bad",))
+            shown = os.path.relpath(path, source) if source and path.startswith(source) else path
+            self.problems.tree.insert("", "end", values=(shown, reason), tags=("bad",))
         self.notebook.tab(self.problems, text="Unreadable files (%d)" % len(problems))
 
     def _probe_finished(self, event: EngineEvent) -> None:
@@ -349,8 +357,10 @@ class ChooseStep(Step):
                               fmt.parse_date(v["from"]) or "", fmt.parse_date(v["to"]) or "")
         except ValueError as exc:
             self.filter_error.configure(text=str(exc))
+            self.filter_error.pack(anchor="w", before=self.tree)
             return
         self.filter_error.configure(text="")
+        self.filter_error.pack_forget()
         self.tree.set_filters(filters)
 
     def _selection_changed(self) -> None:

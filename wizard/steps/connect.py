@@ -11,7 +11,7 @@ from engine.errors import ConfigError
 from engine.events import EngineEvent, JobFailed, JobFinished
 
 from .. import services, theme
-from ..widgets import Banner, Form, pack_button
+from ..widgets import Banner, Form, WrapLabel, pack_button
 from .base import DONE, IDLE, WORKING, Step
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,10 +58,10 @@ class ConnectStep(Step):
         box = ttk.LabelFrame(body, text="No PACS yet, or just trying things out?",
                              padding=theme.ems(self, 0.6))
         box.pack(fill="x", pady=(theme.ems(self, 1), 0))
-        ttk.Label(box, wraplength=theme.ems(self, 55), justify="left", text=(
+        WrapLabel(box, text=(
             "Start a test receiver on this computer and send to it instead. It behaves like a "
             "small PACS, so you can practise every step without touching the real one."),
-            ).pack(anchor="w")
+            ).pack(fill="x")
         row = ttk.Frame(box)
         row.pack(fill="x", pady=(theme.ems(self, 0.4), 0))
         self.practice_button = pack_button(row, "Practice with a test receiver on this computer",

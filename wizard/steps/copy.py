@@ -6,27 +6,27 @@ import datetime as dt
 import os
 import tkinter as tk
 from tkinter import ttk
-from typing import TYPE_CHECKING, Any, Counter, Optional
+from typing import TYPE_CHECKING, Any, Counter, Optional, Tuple
 
 from engine.events import (EngineEvent, FileDone, JobFailed, JobFinished, LogLine, Outcome,
                            Progress)
 
 from .. import fmt, services, theme
 from ..results_table import CappedTable
-from ..widgets import Banner, ScrolledTree, pack_button
+from ..widgets import Banner, ScrolledTree, WrapLabel, pack_button
 from .base import CANCELLING, DONE, IDLE, WORKING, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..controller import WizardState
 
-RESULT_COLUMNS = (("path", "File", 20), ("patient", "Patient", 10), ("status", "Result", 7),
-                  ("message", "Message", 20), ("uid", "SOP Instance UID", 18))
-REASON_COLUMNS = (("reason", "Reason", 44), ("count", "Files", 6))
+RESULT_COLUMNS = (("path", "File", 13), ("patient", "Patient", 8), ("status", "Result", 7),
+                  ("message", "Message", 13), ("uid", "SOP Instance UID", 10))
+REASON_COLUMNS = (("reason", "Reason", 40), ("count", "Files", 6))
 OUTCOME_TAGS = {Outcome.SENT: "ok", Outcome.WARNING: "warn", Outcome.SKIPPED: "muted",
                 Outcome.FAILED: "bad"}
 OUTCOME_WORDS = {Outcome.SENT: "Copied", Outcome.WARNING: "Copied (warning)",
                  Outcome.SKIPPED: "Skipped", Outcome.FAILED: "Failed"}
-BADGE = "\U0001F512  Copy-only: your original files are never changed"
+BADGE = "✓  Copy-only: your original files are never changed"
 
 
 class CopyStep(Step):
@@ -43,8 +43,8 @@ class CopyStep(Step):
         self._run_key = ""
         ttk.Label(body, text=BADGE, style="Badge.TLabel",
                   padding=(theme.ems(self, 0.6), theme.ems(self, 0.25))).pack(anchor="w")
-        self.route = ttk.Label(body, text="", wraplength=theme.ems(self, 60), justify="left")
-        self.route.pack(anchor="w", pady=(theme.ems(self, 0.4), 0))
+        self.route = WrapLabel(body, text="")
+        self.route.pack(fill="x", pady=(theme.ems(self, 0.4), 0))
         self._build_buttons(body)
         self.progress = ttk.Progressbar(body, mode="determinate")
         self.progress.pack(fill="x", pady=(theme.ems(self, 0.4), 0))
@@ -54,8 +54,6 @@ class CopyStep(Step):
         self.current.pack(anchor="w")
         self.banner = Banner(body)
         self.banner.pack(fill="x", pady=(theme.ems(self, 0.2), 0))
-        self.integrity = ttk.Label(body, text="", wraplength=theme.ems(self, 60), justify="left")
-        self.integrity.pack(anchor="w")
         self._build_results(body)
         self._set_buttons()
 
@@ -79,6 +77,23 @@ class CopyStep(Step):
         self.notebook.add(files_tab, text="Files")
         self.reasons = ScrolledTree(self.notebook, REASON_COLUMNS, height=6)
         self.notebook.add(self.reasons, text="Problems by reason")
+        # Long messages do not fit a column: the selected row is spelled out in full here.
+        self.detail = WrapLabel(body, text="Select a row to read its full message.",
+                                style="Hint.TLabel")
+        self.detail.pack(fill="x")
+        self.table.tree.bind("<<TreeviewSelect>>", lambda _e: self._show_detail(self.table))
+        self.reasons.tree.bind("<<TreeviewSelect>>", lambda _e: self._show_detail(self.reasons))
+
+    def _show_detail(self, table: ScrolledTree) -> None:
+        selected = table.tree.selection()
+        if not selected:
+            return
+        values = [str(v) for v in table.tree.item(selected[0], "values")]
+        if table is self.reasons:
+            text = "%s files: %s" % (values[1], values[0])
+        else:
+            text = "%s — %s%s" % (values[0], values[2], ": " + values[3] if values[3] else "")
+        self.detail.configure(text=text)
 
     # -- step contract ----------------------------------------------------------------------
     def first_focus(self) -> Optional[tk.Widget]:
@@ -131,6 +146,7 @@ class CopyStep(Step):
                          "Copying… You can keep working on this computer meanwhile.")
         self.set_work_state(WORKING)
         self._set_buttons()
+        self.pause_button.focus_set()  # the focused Start button is disabled now
 
     def toggle_pause(self) -> None:
         if self._job is None or self.work_state != WORKING:
@@ -198,7 +214,7 @@ class CopyStep(Step):
                                            else "? (still counting)")]
         parts.append("%.1f files/s" % event.files_per_s)
         parts.append("%.1f MB/s" % event.mb_per_s)
-        eta = fmt.duration(event.eta_s)
+        eta = fmt.duration(event.eta_s) if not total or event.done < total else ""
         if eta:
             parts.append(eta + " left")
         self.stats.configure(text="  ·  ".join(parts))
@@ -231,14 +247,17 @@ class CopyStep(Step):
             return
         result = event.result  # type: ignore[attr-defined]
         self.controller.state.migration = result
-        if result is not None:
-            self._show_reasons(result.failure_summary)
-            self.integrity.configure(text=result.integrity_line)
-        self.banner.show(*self._verdict(event, result))
+        self._show_reasons(result.failure_summary)
+        kind, text = self._verdict(event, result)
+        if result.integrity_line:
+            text += "\n" + result.integrity_line  # the originals were re-checked: say so
+        self.banner.show(kind, text)
+        self.current.configure(text="")
         self._set_buttons()
+        self.start_button.focus_set()
 
-    def _verdict(self, event: Any, result: Any) -> "tuple[str, str]":
-        counts = getattr(result, "counts", None) or event.counts or {}
+    def _verdict(self, event: Any, result: Any) -> Tuple[str, str]:
+        counts = result.counts or event.counts or {}
         copied = counts.get("sent", 0) + counts.get("sent_with_warning", 0)
         bad = counts.get("failed", 0)
         skipped = counts.get("skipped", 0)
@@ -273,7 +292,7 @@ class CopyStep(Step):
         self.progress.configure(value=0)
         self.stats.configure(text="")
         self.current.configure(text="")
-        self.integrity.configure(text="")
+        self.detail.configure(text="Select a row to read its full message.")
         self.banner.hide()
 
     def _set_buttons(self) -> None:

@@ -4,19 +4,19 @@ from __future__ import annotations
 import socket
 import tkinter as tk
 from tkinter import ttk
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 from engine.events import EngineEvent, JobFailed, JobFinished, NodeFound, Progress
 
 from .. import fmt, services, theme
-from ..widgets import Banner, Form, ScrolledTree, pack_button
+from ..widgets import Form, ScrolledTree, WrapLabel, pack_button
 from .base import CANCELLING, DONE, IDLE, WORKING, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..controller import WizardState
 
-COLUMNS = (("host", "Computer", 11), ("port", "Port", 4.5), ("dicom", "Answers DICOM?", 10),
-           ("aet", "Accepted AE title", 10), ("ms", "Reply time", 6), ("detail", "Notes", 16))
+COLUMNS = (("host", "Computer", 9), ("port", "Port", 4), ("dicom", "Answers DICOM?", 8.5),
+           ("aet", "Accepted AE title", 9), ("ms", "Reply", 4), ("detail", "Notes", 14))
 
 
 def guess_subnet() -> str:
@@ -49,10 +49,10 @@ class DiscoverStep(Step):
         self.form.pack(fill="x")
         self.subnet_entry = self.form.add("subnet", "Network to search",
                                           ttk.Entry(self.form, textvariable=self.subnet, width=22),
-                                          "e.g. 192.168.1.0/24 (this computer's network)")
+                                          "like 192.168.1.0/24")
         self.form.add("extra", "Other computers", ttk.Entry(self.form, textvariable=self.extra,
-                                                            width=34),
-                      "names or addresses, separated by commas")
+                                                            width=30),
+                      "names or addresses, with commas")
         self.form.add("ports", "Ports", ttk.Entry(self.form, textvariable=self.ports, width=22))
         self.form.add("threads", "Checks at once", ttk.Spinbox(
             self.form, from_=1, to=128, textvariable=self.threads, width=5))
@@ -78,9 +78,8 @@ class DiscoverStep(Step):
         self.stop_button = pack_button(row, "Stop", self.stop_search)
         self.progress = ttk.Progressbar(row, mode="determinate", length=theme.ems(self, 14))
         self.progress.pack(side="left", padx=theme.ems(self, 0.5))
-        self.status = ttk.Label(row, text="", style="Hint.TLabel")
+        self.status = WrapLabel(row, text="", style="Hint.TLabel")
         self.status.pack(side="left", fill="x", expand=True)
-        self.banner = Banner(body)
         self.stop_button.state(["disabled"])
 
     # -- step contract ----------------------------------------------------------------------
@@ -148,6 +147,7 @@ class DiscoverStep(Step):
 
     def _finished(self, event: EngineEvent) -> None:
         self._job = None
+        self.progress.configure(value=self.progress.cget("maximum"))
         self.search_button.state(["!disabled"])
         self.stop_button.state(["disabled"])
         self.set_work_state(DONE if isinstance(event, JobFinished) else IDLE)

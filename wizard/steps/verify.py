@@ -5,20 +5,20 @@ import csv
 import datetime as dt
 import tkinter as tk
 from tkinter import ttk
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from engine.events import EngineEvent, JobFailed, JobFinished, Progress, StudyVerified
 from engine.jobs import Control
 
 from .. import fmt, services, theme
-from ..widgets import Banner, ScrolledTree, pack_button
+from ..widgets import Banner, ScrolledTree, WrapLabel, pack_button
 from .base import DONE, IDLE, WORKING, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..controller import WizardState
 
-COLUMNS = (("verdict", "Result", 8), ("patient", "Patient", 12), ("expected", "Copied", 5),
-           ("found", "In PACS", 5), ("missing", "Missing", 5), ("study", "Study UID", 24))
+COLUMNS = (("verdict", "Result", 8), ("patient", "Patient", 11), ("expected", "Copied", 5),
+           ("found", "In PACS", 5), ("missing", "Missing", 5), ("study", "Study UID", 16))
 VERDICT_WORDS = {"MATCH": "✓ MATCH", "MISMATCH": "✗ MISMATCH", "MISSING": "✗ MISSING"}
 REPORT_FIELDS = ("verdict", "patient", "study_instance_uid", "expected", "found",
                  "missing_sop_instance_uids")
@@ -54,7 +54,7 @@ class VerifyStep(Step):
                                         "Accent.TButton", 0)
         self.progress = ttk.Progressbar(row, mode="determinate", length=theme.ems(self, 14))
         self.progress.pack(side="left", padx=(0, theme.ems(self, 0.5)))
-        self.status = ttk.Label(row, text="", style="Hint.TLabel")
+        self.status = WrapLabel(row, text="", style="Hint.TLabel")
         self.status.pack(side="left", fill="x", expand=True)
         self.banner = Banner(body)
         self.banner.pack(fill="x", pady=(theme.ems(self, 0.4), 0))
