@@ -116,7 +116,7 @@ class _Watch:
         self.dicom_reply = False
         self.established = False
         self.rejection: Optional[Tuple[int, int, int]] = None
-        self.accepted_nothing = False
+        self.got_accept = False  # an A-ASSOCIATE-AC arrived, even if it accepted no context
         self.peer_aborted = False
         self._closed = False
         self._lock = threading.Lock()
@@ -139,13 +139,12 @@ class _Watch:
             self.rejection = (int(primitive.result), int(primitive.result_source or 0),
                               int(primitive.diagnostic or 0))
         elif isinstance(primitive, A_ASSOCIATE) and primitive.result == 0:
-            self.accepted_nothing = True  # cleared by on_established if any context was accepted
+            self.got_accept = True
         elif isinstance(primitive, (A_ABORT, A_P_ABORT)):
             self.peer_aborted = True
 
     def on_established(self, event: Any) -> None:
         self.established = True
-        self.accepted_nothing = False
 
     def on_released(self, event: Any) -> None:
         self.closed("released", "")
@@ -234,7 +233,7 @@ def _classify(watch: _Watch, dest: Destination, settings: Settings,
                                (where, seconds(settings.connect_timeout)))
         return OpenFailure("refused", "The destination %s refused the connection. Check that "
                            "the PACS is running and the port number is right." % where)
-    if watch.accepted_nothing:
+    if watch.got_accept:  # accepted yet not established: pynetdicom found no usable context
         return OpenFailure("rejected", "The destination %s accepted the connection but refused "
                            "every kind of data we proposed (SOP class and transfer syntax)."
                            % where, True)

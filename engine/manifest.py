@@ -222,3 +222,19 @@ class ManifestStore:
 
     def destinations(self) -> List[str]:
         return [r[0] for r in self._db.execute("SELECT DISTINCT dest FROM files ORDER BY dest")]
+
+
+def unfinished_run(work_dir: str, source: str, dest_key: str) -> Optional[Dict[str, object]]:
+    """The last run of ``source`` to ``dest_key`` if it did not finish (crashed, cancelled,
+    stopped), so the wizard can offer to resume it; None otherwise."""
+    if not manifest_path(work_dir).exists():
+        return None
+    store = ManifestStore(work_dir)
+    try:
+        last = store.last_run(os.path.abspath(source), dest_key)
+    finally:
+        store.close()
+    if last is None or last.get("state") == "finished":
+        return None
+    return last
+

@@ -35,6 +35,7 @@ class AdvancedDialog(tk.Toplevel):
         self.title("Advanced settings")
         self.transient(master.winfo_toplevel())
         self.configure(padx=theme.ems(self, 1.2), pady=theme.ems(self, 1))
+        theme.style_dialog(self)
         self._prefs = prefs
         self._dialogs = dialogs
         self._on_save = on_save
@@ -63,7 +64,14 @@ class AdvancedDialog(tk.Toplevel):
         self.bind("<Escape>", lambda _e: self.cancel())
         self.bind("<Return>", lambda _e: self.save())
         self.protocol("WM_DELETE_WINDOW", self.cancel)
+        self._centre_over(master.winfo_toplevel())
         self.after_idle(self._grab)
+
+    def _centre_over(self, parent: tk.Misc) -> None:
+        self.update_idletasks()
+        x = parent.winfo_rootx() + max(0, (parent.winfo_width() - self.winfo_reqwidth()) // 2)
+        y = parent.winfo_rooty() + max(0, (parent.winfo_height() - self.winfo_reqheight()) // 3)
+        self.geometry("+%d+%d" % (x, y))
 
     def _grab(self) -> None:
         # Keep the user here until Save or Cancel; if the window manager has not mapped the

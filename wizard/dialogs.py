@@ -16,9 +16,6 @@ class Dialogs:
     def ask_yes_no(self, title: str, message: str, detail: str = "") -> bool:
         return bool(messagebox.askyesno(title, message, detail=detail, parent=self.parent))
 
-    def info(self, title: str, message: str, detail: str = "") -> None:
-        messagebox.showinfo(title, message, detail=detail, parent=self.parent)
-
     def error(self, title: str, message: str, detail: str = "") -> None:
         messagebox.showerror(title, message, detail=detail, parent=self.parent)
 

@@ -37,14 +37,6 @@ def engine_module(name: str) -> ModuleType:
                             "(engine.%s). Please pass this message to IT." % name) from exc
 
 
-def has(name: str) -> bool:
-    try:
-        engine_module(name)
-    except EngineMissing:
-        return False
-    return True
-
-
 def _call(func: Callable[..., Any], *args: Any, **optional: Any) -> Any:
     """Call ``func`` passing only the keyword options its signature accepts (engine parts
     grow options over time; an older engine simply ignores the extras)."""

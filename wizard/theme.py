@@ -91,12 +91,10 @@ def _base_styles(root: tk.Misc, style: ttk.Style) -> None:
     style.configure("TFrame", background=P["base"])
     style.configure("Sidebar.TFrame", background=P["mantle"])
     style.configure("Bar.TFrame", background=P["mantle"])
-    style.configure("Card.TFrame", background=P["surface0"])
     style.configure("TLabelframe", background=P["base"], bordercolor=P["surface1"])
     style.configure("TLabelframe.Label", background=P["base"], foreground=P["subtext1"],
                     font="WizardBold")
     style.configure("TSeparator", background=P["surface1"])
-    pad = ems(root, 0.2)
     style.configure("TProgressbar", background=P["blue"], troughcolor=P["surface0"],
                     bordercolor=P["surface1"], lightcolor=P["blue"], darkcolor=P["blue"],
                     thickness=ems(root, 1.2))
@@ -104,8 +102,6 @@ def _base_styles(root: tk.Misc, style: ttk.Style) -> None:
                     bordercolor=P["mantle"], arrowcolor=P["subtext1"], gripcount=0,
                     arrowsize=ems(root, 1.2))
     style.map("TScrollbar", background=[("active", P["surface2"])])
-    style.configure("TPanedwindow", background=P["base"])
-    style.configure("Sash", sashthickness=pad * 3)
 
 
 def _label_styles(style: ttk.Style) -> None:
@@ -115,7 +111,6 @@ def _label_styles(style: ttk.Style) -> None:
     style.configure("Bold.TLabel", font="WizardBold")
     style.configure("Hint.TLabel", foreground=P["subtext0"])
     style.configure("Error.TLabel", foreground=P["red"])
-    style.configure("Notice.TLabel", foreground=P["yellow"])
     style.configure("Bar.TLabel", background=P["mantle"], foreground=P["subtext1"])
     style.configure("BarError.TLabel", background=P["mantle"], foreground=P["red"])
     style.configure("BarNotice.TLabel", background=P["mantle"], foreground=P["yellow"])
@@ -156,7 +151,8 @@ def _button_styles(root: tk.Misc, style: ttk.Style) -> None:
     for name in ("TCheckbutton", "TRadiobutton"):
         style.configure(name, background=P["base"], foreground=P["text"],
                         indicatorbackground=P["surface0"], indicatorforeground=P["blue"],
-                        upperbordercolor=P["surface2"], lowerbordercolor=P["surface2"])
+                        upperbordercolor=P["surface2"], lowerbordercolor=P["surface2"],
+                        indicatorsize=ems(root, 0.9), indicatormargin=ems(root, 0.3))
         style.map(name, background=[("active", P["surface0"])],
                   indicatorbackground=[("selected", P["surface0"]), ("pressed", P["surface1"])])
 
@@ -166,7 +162,7 @@ def _input_styles(root: tk.Misc, style: ttk.Style) -> None:
         style.configure(name, fieldbackground=P["surface0"], foreground=P["text"],
                         insertcolor=P["text"], bordercolor=P["surface2"], arrowcolor=P["text"],
                         background=P["surface1"], lightcolor=P["surface0"], darkcolor=P["surface0"],
-                        padding=ems(root, 0.25))
+                        padding=ems(root, 0.25), arrowsize=ems(root, 0.9))
         style.map(name, bordercolor=[("focus", P["blue"]), ("invalid", P["red"])],
                   fieldbackground=[("readonly", P["surface0"]), ("disabled", P["mantle"])],
                   foreground=[("disabled", P["overlay1"])],
@@ -213,11 +209,7 @@ def tag_rows(tree: ttk.Treeview) -> None:
         tree.tag_configure(tag, foreground=colour)
 
 
-def style_text(widget: tk.Text) -> None:
-    """Colours for a classic ``tk.Text`` (logs, explanations)."""
-    widget.configure(background=P["mantle"], foreground=P["text"], insertbackground=P["text"],
-                     selectbackground=P["surface2"], highlightthickness=1,
-                     highlightbackground=P["surface1"], highlightcolor=P["lavender"],
-                     relief="flat", borderwidth=0)
-    for tag, colour in ROW_TAGS.items():
-        widget.tag_configure(tag, foreground=colour)
+def style_dialog(window: tk.Toplevel) -> None:
+    """A thin outline so a dialog stands out from the window behind it."""
+    window.configure(background=P["base"], highlightthickness=1,
+                     highlightbackground=P["lavender"], highlightcolor=P["lavender"])

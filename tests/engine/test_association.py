@@ -14,14 +14,9 @@ from engine.association import (describe_rejection, make_ae, open_association, s
 from engine.config import Destination, Settings
 from engine.events import AssociationClosed, AssociationOpened, EngineEvent
 from engine.jobs import start_thread
+from tests.peers import free_port
 
 ECHO = [build_context(Verification)]
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -34,7 +29,7 @@ def scp() -> Iterator[Callable[..., int]]:
         ae.add_supported_context(Verification)
         for name, value in options.items():
             setattr(ae, name, value)
-        port = _free_port()
+        port = free_port()
         servers.append(ae.start_server(("127.0.0.1", port), block=False,
                                        evt_handlers=list(handlers)))
         return port
@@ -93,7 +88,7 @@ def test_unknown_calling_aet_is_rejected(scp: Callable[..., int]) -> None:
 
 
 def test_no_listener_is_refused() -> None:
-    port = _free_port()
+    port = free_port()
     events: List[EngineEvent] = []
     started = time.monotonic()
     _, failure = open_association(Destination("127.0.0.1", port, "PACS"), Settings(), ECHO,
@@ -114,6 +109,26 @@ def test_silent_peer_times_out(listener: socket.socket) -> None:
     assert "did not answer within 0.5 seconds" in failure.reason
     assert time.monotonic() - started < 3
     assert events == [AssociationClosed(0, "aborted", failure.reason)]
+
+
+def test_connect_that_hangs_times_out() -> None:
+    # A listener whose accept queue is full drops new SYNs, like a firewall that drops packets.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        try:
+            _, failure = open_association(Destination("127.0.0.1", port, "PACS"),
+                                          Settings(connect_timeout=0.5), ECHO)
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert failure is not None and failure.how == "timeout"
+    assert "Nothing answered at 127.0.0.1:%d within 0.5 seconds" % port in failure.reason
 
 
 def test_garbage_answer_is_aborted_and_not_dicom(listener: socket.socket) -> None:

@@ -11,10 +11,11 @@ from pynetdicom.sop_class import Verification
 
 from engine import cli
 from engine.config import Settings
-from engine.discovery import (COMMON_AETS, NOT_DICOM, discover, parse_ports, parse_targets)
+from engine.discovery import COMMON_AETS, NOT_DICOM, discover, parse_ports, parse_targets
 from engine.errors import ConfigError
 from engine.events import EngineEvent, LogLine, NodeFound
 from engine.jobs import Control, start_thread
+from tests.peers import free_port
 
 # --- parsing (no network) ---------------------------------------------------------------------
 
@@ -72,9 +73,7 @@ HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
 def _free_port() -> int:
     """A port free on every test address, so only our peers answer on it."""
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.2", 0))
-            port = int(sock.getsockname()[1])
+        port = free_port("127.0.0.2")
         if all(_can_bind("127.0.0.%d" % n, port) for n in range(1, 7)):
             return port
 

@@ -1,7 +1,6 @@
 """echo() and ``dicom-migrate echo`` against in-process SCPs on loopback."""
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any, Callable, Iterator, List
 
@@ -12,14 +11,9 @@ from pynetdicom.sop_class import Verification
 from engine import cli
 from engine.config import Destination, Settings
 from engine.echo import echo
+from tests.peers import OrthancPeer, StoreSCPPeer, free_port
 
 pytestmark = pytest.mark.network
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def scp() -> Iterator[Callable[..., int]]:
         ae.add_supported_context(Verification)
         for name, value in options.items():
             setattr(ae, name, value)
-        port = _free_port()
+        port = free_port()
         servers.append(ae.start_server(("127.0.0.1", port), block=False,
                                        evt_handlers=list(handlers)))
         return port
@@ -62,7 +56,7 @@ def test_echo_ok(scp: Callable[..., int]) -> None:
 
 
 def test_echo_refused() -> None:
-    result = echo(Destination("127.0.0.1", _free_port(), "ORTHANC"), Settings())
+    result = echo(Destination("127.0.0.1", free_port(), "ORTHANC"), Settings())
     assert not result.ok and result.how == "refused" and result.status is None
     assert "refused the connection" in result.reason
 
@@ -103,6 +97,21 @@ def test_echo_aborted_by_peer(scp: Callable[..., int]) -> None:
     assert "closed the association instead of answering" in result.reason
 
 
+def test_echo_dcmtk_storescp(storescp_factory: Callable[..., StoreSCPPeer]) -> None:
+    peer = storescp_factory()
+    result = echo(Destination("127.0.0.1", peer.port, peer.aet), Settings())
+    assert result.ok and result.status == 0
+
+
+def test_echo_orthanc_checks_the_called_title(
+        orthanc_factory: Callable[..., OrthancPeer]) -> None:
+    peer = orthanc_factory(DicomCheckCalledAet=True)
+    assert echo(Destination("127.0.0.1", peer.dicom_port, peer.aet), Settings()).ok
+    wrong = echo(Destination("127.0.0.1", peer.dicom_port, "ANY-SCP"), Settings())
+    assert wrong.how == "rejected"
+    assert "does not recognise the called AE title 'ANY-SCP'" in wrong.reason
+
+
 def test_cli_echo_ok(scp: Callable[..., int], capsys: pytest.CaptureFixture[str]) -> None:
     port = scp()
     code = main(["echo", "--host", "127.0.0.1", "--port", str(port), "--called-aet", "ORTHANC"])
@@ -112,7 +121,7 @@ def test_cli_echo_ok(scp: Callable[..., int], capsys: pytest.CaptureFixture[str]
 
 
 def test_cli_echo_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
-    port = _free_port()
+    port = free_port()
     code = main(["echo", "--host", "127.0.0.1", "--port", str(port), "--called-aet", "PACS",
                  "--calling-aet", "ME", "--timeout", "2"])
     captured = capsys.readouterr()

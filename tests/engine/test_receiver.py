@@ -21,6 +21,7 @@ from engine.config import Destination, Settings
 from engine.echo import echo
 from engine.errors import UserFacingError
 from engine.receiver import Receiver, _safe_name, start_receiver
+from tests.peers import find_binary, free_port, peer_env
 
 pytestmark = pytest.mark.network
 
@@ -103,6 +104,18 @@ def test_answers_c_echo_and_sets_nodelay(receiver: Receiver) -> None:
         assoc.release()
 
 
+def test_dcmtk_storescu_can_send_to_it(receiver: Receiver) -> None:
+    storescu = find_binary("storescu")
+    if not storescu:
+        pytest.skip("DCMTK storescu is not installed")
+    files = [str(TEST_FILES / name) for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")]
+    run = subprocess.run([storescu, "-aec", "PRACTICE", "127.0.0.1", str(receiver.port)] + files,
+                         capture_output=True, text=True, env=peer_env(), timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert receiver.count == 3
+    assert receiver.out_dir is not None and len(os.listdir(receiver.out_dir)) == 3
+
+
 def test_count_only_writes_nothing(tmp_path: Path) -> None:
     with start_receiver(0) as counting:
         assert _send(counting.port, [pydicom.dcmread(str(TEST_FILES / "CT_small.dcm"))]) == [0]
@@ -135,9 +148,7 @@ def test_file_names_cannot_escape_the_folder() -> None:
 
 
 def test_cli_receives_until_ctrl_c(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     # Load only this sub-command: other modules may be half-written while we work.
     code = ("import sys; from engine import cli; cli.COMMAND_MODULES = ('engine.receiver',); "
             "sys.exit(cli.main(sys.argv[1:]))")

@@ -136,9 +136,6 @@ class ScriptedDialogs:
             raise AssertionError("unexpected question: %s / %s" % (title, message))
         return self.yes_no.popleft()
 
-    def info(self, title: str, message: str, detail: str = "") -> None:
-        self.asked.append((title, message))
-
     def error(self, title: str, message: str, detail: str = "") -> None:
         self.errors.append((title, message))
 
