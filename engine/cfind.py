@@ -121,18 +121,13 @@ class FindSession:
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
             started = time.monotonic()
-            reply = self._send(self._ensure(), keys)
+            assoc = self._connect(last=attempt + 1 >= attempts)
+            reply = self._send(assoc, keys) if assoc is not None else None
             if reply is not None:
-                self.answered += 1
-                return reply
-            self._drop()
-            elapsed = time.monotonic() - started
-            if self.answered == 0 and attempt >= 1 and elapsed < 0.9 * self.settings.dimse_timeout:
-                # Every association ended as soon as we asked anything: that is how Orthanc
-                # (and others) refuse queries from an AE title they do not know.
-                raise FindRefused("The destination closed the connection each time we asked it "
-                                  "which images it holds. " + refusal_message(
-                                      self.settings.calling_aet))
+                return self._answered(reply)
+            if assoc is not None:
+                self._drop()
+                self._check_refusal(attempt, attempts, time.monotonic() - started)
             if attempt + 1 < attempts:
                 self.control.sleep(self.settings.backoff_base_s * (2 ** attempt))
         raise DestinationUnreachable(
@@ -140,10 +135,37 @@ class FindSession:
             "restored (%d attempts, each waiting up to %s). Try again later."
             % (attempts, seconds(self.settings.dimse_timeout)))
 
+    def _connect(self, last: bool) -> Any:
+        """The association, or None to try again later (only once we were connected before)."""
+        try:
+            return self._ensure()
+        except FindRefused:
+            raise
+        except DestinationUnreachable:
+            if self.associations == 0 or last:
+                raise  # the first contact fails fast: nothing was checked yet
+            return None
+
+    def _answered(self, reply: FindReply) -> FindReply:
+        self.answered += 1
+        if reply.status in REFUSED:
+            raise FindRefused(refusal_message(self.settings.calling_aet) + " Its answer: "
+                              "%s." % describe_find_status(reply.status, reply.comment))
+        return reply
+
+    def _check_refusal(self, attempt: int, attempts: int, elapsed: float) -> None:
+        # Every association ended as soon as we asked anything (and not by our timeout): that
+        # is how Orthanc, among others, refuses queries from an AE title it does not know.
+        if (self.answered == 0 and attempt >= min(1, attempts - 1)
+                and elapsed < 0.9 * self.settings.dimse_timeout):
+            raise FindRefused("The PACS closed the connection each time we asked which images "
+                              "it holds. " + refusal_message(self.settings.calling_aet))
+
     def _send(self, assoc: Any, keys: Dataset) -> Optional[FindReply]:
         """None when the association broke or timed out before the final status."""
         self.queries += 1
         reply = FindReply()
+        park_reactor(assoc)
         try:
             for status, identifier in assoc.send_c_find(keys, STUDY_ROOT_FIND):
                 if not status or "Status" not in status:
@@ -194,6 +216,30 @@ class FindSession:
                 assoc.release()
         except Exception:  # closing must never hide the results we already have
             LOG.warning("Closing the query association failed", exc_info=True)
+
+
+def park_reactor(assoc: Any, wait_s: float = 0.05) -> None:
+    """Make sure pynetdicom's reactor thread is parked before a request is sent.
+
+    Why: ``send_c_find`` (pynetdicom 2.0 and 3.0) pauses the reactor by clearing its
+    checkpoint and then trusting ``_is_paused``, which can still be True from the reactor's
+    previous pass. The reactor then takes the first response off the queue and drops it
+    ("Received unexpected C-FIND service message"): against a fast PACS about 1 query in 100
+    lost its first match, or hung until the DIMSE timeout when that was the final status.
+    Here the flag is reset first, so only the reactor's next pass, which then blocks on the
+    cleared checkpoint, can set it again.
+    """
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if checkpoint is None or not hasattr(assoc, "_is_paused"):
+        return  # a pynetdicom without this mechanism: nothing to work around
+    checkpoint.clear()
+    assoc._is_paused = False
+    deadline = time.monotonic() + wait_s
+    while not assoc._is_paused and time.monotonic() < deadline:
+        time.sleep(0.0002)
+    # Still False: the reactor set it between our clear and our reset, and is now blocked on
+    # the checkpoint; say so, or send_c_find would wait for the flag for ever.
+    assoc._is_paused = True
 
 
 def _refused_every_context(how: str, reason: str) -> bool:

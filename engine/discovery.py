@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from . import jobs
+from .association import seconds
 from .cli_common import EXIT_OK
 from .config import DEFAULT_CALLING_AET, Destination, Settings, check_ae_title
 from .echo import echo
@@ -146,9 +147,10 @@ def discover(hosts: Sequence[str], ports: Sequence[int], control: Control, *, th
     targets = ((host, port) for host in _resolvable(hosts, control) for port in ports)
     _run_pool(targets, scan, min(threads, max(1, len(hosts) * len(ports))), stop, "discover")
     if time.monotonic() > deadline and not control.cancelled:
-        control.emit(LogLine(control.job_id, "warning", "The scan stopped after %.0f minutes "
-                             "before covering every address; scan a smaller range."
-                             % (time_limit_s / 60)))
+        limit = (seconds(time_limit_s) if time_limit_s < 120
+                 else "%.0f minutes" % (time_limit_s / 60))
+        control.emit(LogLine(control.job_id, "warning", "The scan stopped at its time limit "
+                             "(%s) before covering every address; scan a smaller range." % limit))
     return sorted(found, key=lambda node: (_address_key(node.host), node.port))
 
 

@@ -12,14 +12,16 @@ from typing import Collection, Dict, Iterator, List, Optional, Tuple
 
 from . import compat, dirs
 from .config import Destination, Settings
-from .errors import ConfigError, DestinationUnreachable
+from .errors import ConfigError
 from .events import FileDone, JobFinished, Outcome, Progress
 from .headers import HeaderProblem, InstanceHeader, read_header
 from .integrity import IntegrityReport, check_paths, check_tree
 from .jobs import Control, start_thread
 from .manifest import DONE_STATES, FileRecord, ManifestStore
 from .progress import RateMeter
-from .sender import SendResult, Sender
+from .pacing import Clock, Pacer
+from .pool import SenderPool
+from .sender import SendResult
 from .walk import FileEntry, iter_files, walk_source
 
 BATCH_MAX_WAIT_S = 1.0  # the first file of a batch never waits longer than this for the rest
@@ -50,9 +52,14 @@ class _Tally:
 def run_migration(source: str, dest: Destination, settings: Settings, control: Control, *,
                   work_dir: Optional[str] = None, retry_failed: bool = False,
                   only_paths: Optional[Collection[str]] = None,
-                  count_first: bool = True) -> JobFinished:
+                  count_first: bool = True, associations: int = 1,
+                  max_mbps: Optional[float] = None, window: Optional[str] = None,
+                  clock: Optional[Clock] = None) -> JobFinished:
     """Copy ``source`` to ``dest``; return the terminal event (its ``result`` is a
-    MigrationResult). Emits Progress, FileDone and LogLine through ``control``."""
+    MigrationResult). Emits Progress, FileDone and LogLine through ``control``.
+
+    ``associations`` senders work in parallel; ``max_mbps`` caps the send rate and ``window``
+    ("19:00-06:30") limits sending to a daily time window."""
     source = os.path.abspath(source)
     if not os.path.isdir(source):
         raise ConfigError("The source folder %s does not exist or is not a folder." % source)
@@ -60,15 +67,18 @@ def run_migration(source: str, dest: Destination, settings: Settings, control: C
     if os.path.commonpath([work, source]) == source:
         raise ConfigError("The work folder must not be inside the source folder: the source is "
                           "never written to. Choose another work folder.")
+    if not 1 <= associations <= 16:
+        raise ConfigError("The number of parallel associations must be between 1 and 16.")
     compat.configure_pynetdicom()
+    pacer = Pacer(control, associations, max_mbps, window, clock)
     return _Migration(source, dest, settings, control, work, retry_failed, only_paths,
-                      count_first).run()
+                      count_first, associations, pacer).run()
 
 
 class _Migration:
     def __init__(self, source: str, dest: Destination, settings: Settings, control: Control,
                  work_dir: str, retry_failed: bool, only_paths: Optional[Collection[str]],
-                 count_first: bool) -> None:
+                 count_first: bool, associations: int, pacer: Pacer) -> None:
         self.source, self.dest, self.settings, self.control = source, dest, settings, control
         self.store = ManifestStore(work_dir)
         self.retry_failed = retry_failed
@@ -81,22 +91,24 @@ class _Migration:
         self.current = ""
         self._last_progress = 0.0
         self.run_id = 0
+        self.associations = associations
+        self.pacer = pacer
 
     # -- the run ------------------------------------------------------------------------
     def run(self) -> JobFinished:
         mode = "retry-failed" if self.retry_failed else ("selection" if self.only_paths else "all")
         self.run_id = self.store.start_run(self.source, self.dest.key, mode)
         started = time.monotonic()
-        sender = Sender(self.dest, self.settings, self.control)
+        pool = SenderPool(self.dest, self.settings, self.control, self.associations, self.pacer)
         stopped = ""
         try:
-            self._pipeline(sender)
-            if self.control.cancelled:
-                stopped = "cancelled"
-        except DestinationUnreachable as exc:
-            stopped = str(exc)
+            self._pipeline(pool)
         finally:
-            sender.close()
+            pool.finish(self._record_sent)
+        if pool.unreachable:
+            stopped = pool.unreachable
+        elif self.control.cancelled:
+            stopped = "cancelled"
         self._emit_progress(force=True)
         integrity = self._integrity(stopped)
         state = "finished" if not stopped else ("cancelled" if stopped == "cancelled"
@@ -107,37 +119,28 @@ class _Migration:
             counts=counts, failure_summary=self.tally.reasons.most_common(),
             integrity=integrity, integrity_line=integrity.line() if integrity else "",
             manifest_path=str(self.store.path), run_id=self.run_id, stopped=stopped,
-            associations=sender.associations_opened, elapsed_s=time.monotonic() - started,
+            associations=pool.associations_opened, elapsed_s=time.monotonic() - started,
             bytes_sent=self.meter.bytes)
         self.store.close()
         return JobFinished(self.control.job_id, _summary(result), counts,
                            cancelled=stopped == "cancelled", exit_code=_exit_code(result),
                            result=result)
 
-    def _pipeline(self, sender: Sender) -> None:
-        batch: List[InstanceHeader] = []
-        batch_started = 0.0
+    def _pipeline(self, pool: SenderPool) -> None:
+        batcher = _StudyBatcher(self.settings.batch_size)
         for entry in self._candidates():
-            if self.control.cancelled:
+            pool.drain(self._record_sent)
+            if self.control.cancelled or pool.halted:
                 return
             self.control.wait_if_paused()
             header = read_header(entry.path, entry.size, entry.mtime_ns)
             if isinstance(header, HeaderProblem):
                 self._record_problem(header)
                 continue
-            if not batch:
-                batch_started = time.monotonic()
-            batch.append(header)
-            if (len(batch) >= self.settings.batch_size
-                    or time.monotonic() - batch_started >= BATCH_MAX_WAIT_S):
-                self._send(sender, batch)
-                batch = []
-        if batch and not self.control.cancelled:
-            self._send(sender, batch)
-
-    def _send(self, sender: Sender, batch: List[InstanceHeader]) -> None:
-        for result in sender.send_batch(batch):
-            self._record_sent(result)
+            for batch in batcher.add(header):
+                pool.submit(batch, self._record_sent)
+        for batch in batcher.flush_all():
+            pool.submit(batch, self._record_sent)
 
     # -- what to send ---------------------------------------------------------------------
     def _candidates(self) -> Iterator[FileEntry]:
@@ -242,7 +245,8 @@ class _Migration:
         remaining = None if self.total is None else self.total - self.done
         self.control.emit(Progress(
             self.control.job_id, self.done, self.total, self.meter.bytes, fps, mbps,
-            self.meter.eta(remaining), self.current, tuple(sorted(self.tally.counts.items()))))
+            self.meter.eta(remaining), self.pacer.note or self.current,
+            tuple(sorted(self.tally.counts.items()))))
 
     def _integrity(self, stopped: str) -> Optional[IntegrityReport]:
         if self.retry_failed or self.only_paths is not None:
@@ -250,6 +254,49 @@ class _Migration:
         if stopped:
             return None
         return check_tree(self.store, self.dest.key, self.source)
+
+
+class _StudyBatcher:
+    """Groups headers into batches of one study where possible, so a study travels on one
+    association; no header waits more than BATCH_MAX_WAIT_S and memory stays bounded."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pending: Dict[str, List[InstanceHeader]] = {}
+        self.count = 0
+        self.oldest = 0.0
+
+    def add(self, header: InstanceHeader) -> List[List[InstanceHeader]]:
+        if not self.count:
+            self.oldest = time.monotonic()
+        self.pending.setdefault(header.study_uid, []).append(header)
+        self.count += 1
+        ready = []
+        if len(self.pending[header.study_uid]) >= self.size:
+            ready.append(self._take(header.study_uid))
+        if self.count >= 2 * self.size or (self.count and
+                                           time.monotonic() - self.oldest >= BATCH_MAX_WAIT_S):
+            ready.extend(self.flush_all())
+        return ready
+
+    def _take(self, study: str) -> List[InstanceHeader]:
+        batch = self.pending.pop(study)
+        self.count -= len(batch)
+        return batch
+
+    def flush_all(self) -> List[List[InstanceHeader]]:
+        """Everything pending, small studies merged into shared batches."""
+        batches: List[List[InstanceHeader]] = []
+        current: List[InstanceHeader] = []
+        for study in list(self.pending):
+            current.extend(self._take(study))
+            while len(current) >= self.size:
+                batches.append(current[:self.size])
+                current = current[self.size:]
+        if current:
+            batches.append(current)
+        self.count = 0
+        return batches
 
 
 def _exit_code(result: MigrationResult) -> int:

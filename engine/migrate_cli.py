@@ -33,6 +33,13 @@ def register(sub: Any) -> None:
                    help="largest PDU we accept from the peer; 0 = unlimited")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="connection and association timeout (default: %(default)s)")
+    p.add_argument("--associations", type=int, default=4, metavar="N",
+                   help="parallel associations, 1-16 (default: %(default)s); a busy destination "
+                        "automatically gets fewer")
+    p.add_argument("--max-mbps", type=float, metavar="MB_PER_S",
+                   help="cap the sending rate in megabytes per second")
+    p.add_argument("--window", metavar="HH:MM-HH:MM",
+                   help="send only inside this daily time window, e.g. 19:00-06:30")
     p.add_argument("--retry-failed", action="store_true",
                    help="resend only the files that failed in earlier runs")
     p.add_argument("--no-decompress", action="store_true",
@@ -84,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(quiet=args.quiet)
     terminal = run_job("migrate", lambda control: run_migration(
         args.source, dest, settings, control, work_dir=args.work_dir,
-        retry_failed=args.retry_failed), printer)
+        retry_failed=args.retry_failed, associations=args.associations,
+        max_mbps=args.max_mbps, window=args.window), printer)
     printer.finish()
     if not isinstance(terminal, JobFinished):
         print("Error: %s" % getattr(terminal, "message", terminal), file=sys.stderr)

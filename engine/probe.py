@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
-from typing import (AbstractSet, Any, Callable, Dict, Iterable, Iterator, List, Mapping,
+from typing import (AbstractSet, Any, Dict, Iterable, Iterator, List, Mapping,
                     Optional, Sequence, Set, Tuple, Union)
 
 from pydicom import dcmread
@@ -99,10 +99,10 @@ def decide(sop_class: str, file_ts: str, streamable: bool, accepted: AbstractSet
         what = "will fail: the destination refuses the compressed form (%s) and " \
             % short_syntax_label(file_ts)
         if not decompress:
-            return Decision(FAIL, target, what + "decompression is turned off",
+            return Decision(FAIL, "", what + "decompression is turned off",
                             decompress_off_reason(file_ts))
         if not can_decode:
-            return Decision(FAIL, target, what + "this computer cannot decompress it ("
+            return Decision(FAIL, "", what + "this computer cannot decompress it ("
                             + _install_hint(file_ts) + ")", missing_decoder_reason(file_ts))
     return Decision(DECOMPRESS, target, _conversion_text(file_ts, target, has_pixels))
 
@@ -167,7 +167,7 @@ class ProbeGroup:
     sop_class: str
     sop_class_name: str
     transfer_syntax: str
-    transfer_syntax_name: str
+    transfer_syntax_name: str  # short, as PACS documentation names it: "JPEG 2000 Lossless"
     files: int
     action: str  # AS_IS | DECOMPRESS | REFUSED | FAIL
     target_syntax: str
@@ -208,14 +208,16 @@ GroupKey = Tuple[str, str, bool, bool]
 
 
 # --- the job -----------------------------------------------------------------------------------
-def probe(source_or_paths: Union[str, Iterable[str]], dest: Destination, settings: Settings,
-          control: Control) -> JobFinished:
+def probe(source_or_paths: Union[str, "os.PathLike[str]", Iterable[str]], dest: Destination,
+          settings: Settings, control: Control) -> JobFinished:
     """Read the headers of a folder (or of the given files) and ask ``dest`` about them.
 
     Returns a JobFinished whose ``result`` is a ProbeResult. Raises DestinationUnreachable when
     the destination cannot be reached or rejects the association, ConfigError for a missing
     folder. No file is sent.
     """
+    if isinstance(source_or_paths, os.PathLike):
+        source_or_paths = os.fspath(source_or_paths)
     if isinstance(source_or_paths, str) and not os.path.isdir(source_or_paths):
         raise ConfigError("The source folder %s does not exist or is not a folder."
                           % source_or_paths)
@@ -251,8 +253,9 @@ def _conclude(keys: Dict[GroupKey, int], problems: List[Tuple[str, str]], dest: 
     if keys:
         accepted, associations = ask_destination(
             [(k[0], k[1]) for k in keys], dest, settings, control)
+    where = "%s at %s:%d" % (dest.called_aet.strip(), dest.host.strip(), dest.port)
     result = ProbeResult(build_groups(keys, accepted, settings.decompress), problems,
-                         str(dest), settings.decompress, associations)
+                         where, settings.decompress, associations)
     counts = {action: result.count(action) for action in ACTIONS}
     counts["problems"] = len(problems)
     return JobFinished(control.job_id, summary_line(result), counts,
@@ -304,8 +307,9 @@ class _HeaderReader:
             return
         ts = header.transfer_syntax
         pixels = True
-        # Only worth a second, full read when the answer can change the outcome.
-        if is_encapsulated(ts) and (not self.settings.decompress or not self.decodable(ts)):
+        # A second, full read only where the answer changes the outcome or its wording.
+        if is_encapsulated(ts) and (not self.settings.decompress or not self.decodable(ts)
+                                    or "Image" not in sop_class_name(header.sop_class_uid)):
             pixels = has_pixel_data(path)
         key = (header.sop_class_uid, ts, bool(header.streamable), pixels)
         self.keys[key] = self.keys.get(key, 0) + 1
@@ -385,7 +389,7 @@ def build_groups(keys: Mapping[GroupKey, int], accepted: Mapping[str, AbstractSe
                           has_pixels=pixels)
         key = (sop_class, ts, decision)
         merged[key] = merged.get(key, 0) + count
-    groups = [ProbeGroup(sop, sop_class_name(sop), ts, transfer_syntax_name(ts), count,
+    groups = [ProbeGroup(sop, sop_class_name(sop), ts, short_syntax_label(ts), count,
                          d.action, d.target_syntax, d.explanation, d.reason)
               for (sop, ts, d), count in merged.items()]
     groups.sort(key=lambda g: (ACTIONS.index(g.action), g.sop_class_name,
@@ -417,7 +421,7 @@ def summary_line(result: ProbeResult) -> str:
         causes = [text for n, text in (
             (refused, "%s refused by the destination" % _n(refused)),
             (failing, "%s in a form the destination does not take%s" % (
-                _n(failing), "" if result.decompress else " (decompression is turned off)")),
+                _n(failing), " (decompression is turned off)" if _all_off(result) else "")),
             (problems, "%s not DICOM or damaged" % _n(problems))) if n]
         lead = "%s cannot be sent" % _n(bad) if parts else \
             "%s %s cannot be sent" % (_n(bad), "file" if bad == 1 else "files")
@@ -427,14 +431,20 @@ def summary_line(result: ProbeResult) -> str:
     return ", ".join(parts) + "."
 
 
+def _all_off(result: ProbeResult) -> bool:
+    """Every file that will fail does so only because decompression is turned off."""
+    return all(g.reason == decompress_off_reason(g.transfer_syntax)
+               for g in result.groups if g.action == FAIL)
+
+
 def format_table(groups: Sequence[ProbeGroup], width: int = 100) -> str:
     """A plain-text table: Files | Kind of object | Stored as | What will happen."""
     rows = [(_n(g.files), g.sop_class_name, g.transfer_syntax_name, g.explanation)
             for g in groups]
     head = ("Files", "Kind of object", "Stored as", "What will happen")
     widths = [max(len(r[0]) for r in rows + [head])]
-    widths.append(min(26, max(len(r[1]) for r in rows + [head])))
-    widths.append(min(24, max(len(r[2]) for r in rows + [head])))
+    widths.append(min(28, max(len(r[1]) for r in rows + [head])))
+    widths.append(min(26, max(len(r[2]) for r in rows + [head])))
     widths.append(max(24, width - sum(widths) - 2 * 3))
     lines = [_table_row(head, widths), "  ".join("-" * w for w in widths)]
     for row in rows:
@@ -454,16 +464,19 @@ def _table_row(cells: Sequence[str], widths: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-def format_problems(problems: Sequence[Tuple[str, str]], source: str = "") -> str:
+def format_problems(problems: Sequence[Tuple[str, str]], source: str = "",
+                    width: int = 100) -> str:
     """Files that are not DICOM or are damaged: counted per reason, with a few examples."""
     by_reason: Dict[str, List[str]] = {}
     for path, reason in problems:
         shown = os.path.relpath(path, source) if source and path.startswith(source) else path
         by_reason.setdefault(reason, []).append(shown)
-    lines = ["%s not sent because they are not DICOM or are damaged:"
-             % ("1 file is" if len(problems) == 1 else "%s files are" % _n(len(problems)))]
+    lines = ["1 file is not sent because it is not DICOM or is damaged:" if len(problems) == 1
+             else "%s files are not sent because they are not DICOM or are damaged:"
+             % _n(len(problems))]
     for reason, paths in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0])):
-        lines.append("  %6s × %s" % (_n(len(paths)), reason))
+        lines += textwrap.wrap(reason, width, initial_indent="  %6s × " % _n(len(paths)),
+                               subsequent_indent=" " * 11)
         shown = ", ".join(paths[:EXAMPLES_PER_REASON])
         more = len(paths) - EXAMPLES_PER_REASON
         lines.append("           " + shown + (" and %s more" % _n(more) if more > 0 else ""))
@@ -479,7 +492,7 @@ def format_report(result: ProbeResult, source: str = "", width: int = 100) -> st
     if result.groups:
         lines += [format_table(result.groups, width), ""]
     if result.problems:
-        lines += [format_problems(result.problems, source), ""]
+        lines += [format_problems(result.problems, source, width), ""]
     lines.append(summary_line(result))
     return "\n".join(lines)
 

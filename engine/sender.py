@@ -6,9 +6,10 @@ reached at all raises DestinationUnreachable, because then no file can get a mea
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set
 
 from pynetdicom import build_context
 
@@ -19,6 +20,7 @@ from .errors import DestinationUnreachable
 from .events import Outcome
 from .headers import InstanceHeader
 from .jobs import Control
+from .pacing import Pacer
 from .negotiation import EXPLICIT_LE, IMPLICIT_LE, ContextPlan, plan_contexts
 from .transcode import TranscodeError, transcode_file
 
@@ -41,20 +43,28 @@ class _NoResponse(Exception):
 class Sender:
     """Owns the current association to one destination. Used by one thread at a time."""
 
-    def __init__(self, dest: Destination, settings: Settings, control: Control) -> None:
+    def __init__(self, dest: Destination, settings: Settings, control: Control,
+                 pacer: Optional[Pacer] = None, index: int = 0,
+                 halted: Optional[Callable[[], bool]] = None) -> None:
         self.dest = dest
         self.settings = settings
         self.control = control
+        self.pacer = pacer
+        self.index = index
+        self._halted = halted
         self._assoc: Any = None
         self.ever_connected = False
         self.associations_opened = 0
+
+    def stopped(self) -> bool:
+        return self.control.cancelled or bool(self._halted and self._halted())
 
     # -- association handling ------------------------------------------------------------
     def _open(self, plan: ContextPlan) -> Any:
         contexts = [build_context(sop, [ts]) for sop, ts in plan.contexts]
         failure = None
         for attempt in range(self.settings.retries + 1):
-            if self.control.cancelled:
+            if self.stopped():
                 return None
             assoc, failure = open_association(self.dest, self.settings, contexts,
                                               sink=self.control.emit, job_id=self.control.job_id)
@@ -96,15 +106,21 @@ class Sender:
             classes = set(plan.sop_classes)
             files = [h for h in headers if h.sop_class_uid in classes]
             yield from self._send_plan(plan, files)
-            if self.control.cancelled:
+            if self.stopped():
                 return
 
     def _send_plan(self, plan: ContextPlan, files: List[InstanceHeader]) -> Iterator[SendResult]:
         pending: Deque[InstanceHeader] = deque(files)
         attempts: Dict[str, int] = {}
         try:
-            while pending and not self.control.cancelled:
+            while pending and not self.stopped():
                 self.control.wait_if_paused()
+                if self.pacer is not None:
+                    waited = self.pacer.before_send(self.index, pending[0].size)
+                    if waited > 5 and self._assoc is not None:
+                        self.close()  # an idle association would be timed out by the peer
+                    if self.stopped():
+                        return
                 if self._assoc is None or not self._assoc.is_established:
                     self._assoc = self._open(plan)
                     if self._assoc is None:
@@ -182,8 +198,11 @@ class Sender:
                              transfer_syntax_name(header.transfer_syntax)))
 
     def _store(self, assoc: Any, header: InstanceHeader, payload: Any, sent_ts: str) -> SendResult:
+        started = time.monotonic()
         try:
             rsp = assoc.send_c_store(payload)
+            if self.pacer is not None and rsp is not None:
+                self.pacer.after_send(time.monotonic() - started, rsp.get("Status"))
         except (ValueError, AttributeError) as exc:
             return SendResult(header, Outcome.FAILED, "Could not send this file: %s" % exc)
         except RuntimeError as exc:  # association no longer established

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import pytest
 from pynetdicom import AE

@@ -1,0 +1,109 @@
+"""N associations sending in parallel, fed batches through a bounded queue.
+
+The destination's ingest, not our sender, is usually the bottleneck, so several associations
+in flight at once are faster. Workers never touch the manifest: they hand results back to the
+migration's single writer through a queue.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable, List, Optional
+
+from .config import Destination, Settings
+from .errors import DestinationUnreachable
+from .headers import InstanceHeader
+from .jobs import Control, start_thread
+from .pacing import Pacer
+from .sender import SendResult, Sender
+
+_STOP = object()
+
+
+class SenderPool:
+    def __init__(self, dest: Destination, settings: Settings, control: Control, size: int,
+                 pacer: Optional[Pacer] = None) -> None:
+        self.control = control
+        self.size = size
+        self._batches: "queue.Queue[object]" = queue.Queue(maxsize=size * 2)
+        self._results: "queue.Queue[SendResult]" = queue.Queue()
+        self._halt = threading.Event()
+        self._closing = threading.Event()
+        self.pacer = pacer
+        self.unreachable = ""
+        self._live = size
+        self._lock = threading.Lock()
+        self.senders = [Sender(dest, settings, control, pacer, i, self._halt.is_set)
+                        for i in range(size)]
+        self._threads = [start_thread(lambda s=s: self._work(s), "sender-%d" % s.index)
+                         for s in self.senders]
+
+    @property
+    def associations_opened(self) -> int:
+        return sum(s.associations_opened for s in self.senders)
+
+    @property
+    def halted(self) -> bool:
+        return self._halt.is_set()
+
+    def _work(self, sender: Sender) -> None:
+        try:
+            while True:
+                self._wait_for_permit(sender.index)
+                batch = self._batches.get()
+                if batch is _STOP:
+                    return
+                if sender.stopped():
+                    continue  # drain: unsent files stay unrecorded and are sent next run
+                try:
+                    for result in sender.send_batch(batch):  # type: ignore[arg-type]
+                        self._results.put(result)
+                except DestinationUnreachable as exc:
+                    self.unreachable = self.unreachable or str(exc)
+                    self._halt.set()
+        finally:
+            sender.close()
+            with self._lock:
+                self._live -= 1
+
+    def _wait_for_permit(self, index: int) -> None:
+        """A sender the governor has benched takes no new batch until it is allowed again."""
+        if self.pacer is None:
+            return
+        while not (self._closing.is_set() or self.control.cancelled or self._halt.is_set()
+                   or self.pacer.governor.permits(index)):
+            time.sleep(0.05)
+
+    def submit(self, batch: List[InstanceHeader], record: Callable[[SendResult], None]) -> None:
+        """Queue a batch; while the queue is full, record each result the moment it arrives
+        (a confirmed file must reach the manifest at once to survive a kill)."""
+        while True:
+            try:
+                self._batches.put_nowait(batch)
+                return
+            except queue.Full:
+                try:
+                    record(self._results.get(timeout=0.05))
+                except queue.Empty:
+                    pass
+
+    def drain(self, record: Callable[[SendResult], None]) -> None:
+        while True:
+            try:
+                result = self._results.get_nowait()
+            except queue.Empty:
+                return
+            record(result)
+
+    def finish(self, record: Callable[[SendResult], None]) -> None:
+        """Let the workers empty the queue, stop them, and record every last result."""
+        self._closing.set()
+        for _ in self._threads:
+            self.submit(_STOP, record)  # type: ignore[arg-type]
+        while any(t.is_alive() for t in self._threads):
+            try:
+                record(self._results.get(timeout=0.05))
+            except queue.Empty:
+                pass
+        self.drain(record)

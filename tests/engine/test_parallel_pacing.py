@@ -1,0 +1,181 @@
+"""Parallel associations, back-off on a busy PACS, the time window and the rate cap."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+from pynetdicom import AE, StoragePresentationContexts, evt
+
+from engine.events import LogLine
+from engine.pacing import Clock, TimeWindow
+from tests.corpus import make_dicom
+from tests.engine.helpers import migrate, records
+from tests.peers import free_port
+
+pytestmark = pytest.mark.network
+
+
+class FakeClock(Clock):
+    """Time that only moves when someone sleeps: hours of schedule in milliseconds."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self._lock = threading.Lock()
+        self._t = 0.0
+        self.start = start
+        self.slept = 0.0
+
+    def now(self) -> dt.datetime:
+        with self._lock:
+            return self.start + dt.timedelta(seconds=self._t)
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._t
+
+    def sleep(self, seconds, cancelled) -> None:
+        with self._lock:
+            self._t += seconds
+            self.slept += seconds
+        time.sleep(0.001)
+
+
+class CountingSCP:
+    def __init__(self, answer=lambda n: 0x0000, delay=0.0):
+        self.answer, self.delay = answer, delay
+        self.lock = threading.Lock()
+        self.open_now = self.max_open = self.calls = 0
+        self.received = []
+        ae = AE(ae_title="COUNT")
+        ae.supported_contexts = StoragePresentationContexts
+        self.port = free_port()
+        handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_ESTABLISHED, self._opened),
+                    (evt.EVT_RELEASED, self._closed), (evt.EVT_ABORTED, self._closed)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                      evt_handlers=handlers)
+
+    def _opened(self, event):
+        with self.lock:
+            self.open_now += 1
+            self.max_open = max(self.max_open, self.open_now)
+
+    def _closed(self, event):
+        with self.lock:
+            self.open_now -= 1
+
+    def _store(self, event):
+        time.sleep(self.delay)
+        with self.lock:
+            self.calls += 1
+            status = self.answer(self.calls)
+            if status == 0:
+                self.received.append(str(event.request.AffectedSOPInstanceUID))
+        return status
+
+
+@pytest.fixture
+def scp_factory():
+    made = []
+
+    def make(**kw):
+        made.append(CountingSCP(**kw))
+        return made[-1]
+    yield make
+    for s in made:
+        s.server.shutdown()
+
+
+def _tree(tmp_path, n, studies=8):
+    src = tmp_path / "src"
+    study_uids = ["1.2.826.0.1.3680043.8.498.55.%d" % i for i in range(studies)]
+    for i in range(n):
+        make_dicom(src / ("d%d" % (i % 5)) / ("f%03d.dcm" % i),
+                   StudyInstanceUID=study_uids[i % studies])
+    return src
+
+
+def test_four_associations_really_run_at_once(tmp_path, scp_factory):
+    scp = scp_factory(delay=0.02)
+    src = _tree(tmp_path, 120)
+    result, _, terminal = migrate(src, scp.port, "COUNT", tmp_path / "w", associations=4,
+                                  batch_size=10)
+    assert terminal.exit_code == 0
+    assert scp.max_open == 4
+    assert len(scp.received) == 120 and len(set(scp.received)) == 120  # exactly once each
+
+
+def test_busy_destination_backs_off_and_recovers(tmp_path, scp_factory):
+    scp = scp_factory(answer=lambda n: 0xA700 if 5 <= n <= 12 else 0x0000)
+    src = _tree(tmp_path, 150)
+    clock = FakeClock(dt.datetime(2026, 1, 5, 22, 0))
+    result, events, terminal = migrate(src, scp.port, "COUNT", tmp_path / "w", associations=4,
+                                       batch_size=10, retries=10, clock=clock)
+    texts = [e.text for e in events if isinstance(e, LogLine)]
+    assert any("using 2 connection(s) instead of 4" in t for t in texts), texts
+    assert any("keeping up again" in t for t in texts), texts
+    assert terminal.exit_code == 0 and result.counts.get("sent") == 150
+    assert len(set(scp.received)) == 150 and len(scp.received) == 150  # nothing lost or doubled
+
+
+def test_time_window_waits_with_a_controllable_clock(tmp_path, scp_factory):
+    scp = scp_factory()
+    src = _tree(tmp_path, 6)
+    clock = FakeClock(dt.datetime(2026, 1, 5, 12, 0))  # 12:00, window opens at 12:30
+    result, events, terminal = migrate(src, scp.port, "COUNT", tmp_path / "w",
+                                       window="12:30-13:00", clock=clock)
+    assert terminal.exit_code == 0 and len(scp.received) == 6
+    assert 1790 <= clock.slept <= 1830
+    texts = [e.text for e in events if isinstance(e, LogLine)]
+    assert any("waiting until 12:30" in t for t in texts)
+
+
+def test_window_crossing_midnight():
+    w = TimeWindow("19:00-06:30")
+    at = dt.datetime(2026, 1, 5, 3, 0)
+    assert w.is_open(at) and w.is_open(at.replace(hour=23))
+    assert not w.is_open(at.replace(hour=12))
+    assert w.seconds_until_open(at.replace(hour=18, minute=0)) == 3600
+    assert TimeWindow("08:00-17:00").seconds_until_open(dt.datetime(2026, 1, 5, 18, 0)) == 14 * 3600
+
+
+def test_rate_cap_with_a_controllable_clock(tmp_path, scp_factory):
+    scp = scp_factory()
+    src = _tree(tmp_path, 40)
+    total = sum(p.stat().st_size for p in src.rglob("*.dcm"))
+    clock = FakeClock(dt.datetime(2026, 1, 5, 12, 0))
+    rate = 0.005  # MB/s, so 40 small files take minutes of (fake) time
+    result, _, terminal = migrate(src, scp.port, "COUNT", tmp_path / "w", max_mbps=rate,
+                                  clock=clock)
+    assert terminal.exit_code == 0
+    expected = (total - rate * 1e6) / (rate * 1e6)  # minus the one-second burst
+    assert expected * 0.95 <= clock.slept <= expected * 1.1
+
+
+def test_pause_resume_and_cancel(tmp_path, scp_factory):
+    scp = scp_factory(delay=0.01)
+    src = _tree(tmp_path, 200)
+    from engine.config import Destination, Settings
+    from engine.jobs import start_job
+    from engine.migrate import run_migration
+    events = []
+    handle = start_job("migrate", lambda c: run_migration(
+        str(src), Destination("127.0.0.1", scp.port, "COUNT"), Settings(batch_size=10), c,
+        work_dir=str(tmp_path / "w"), associations=4), events.append)
+    while scp.calls < 30:
+        time.sleep(0.01)
+    handle.pause()
+    time.sleep(0.3)  # let the files in flight finish
+    paused_at = scp.calls
+    time.sleep(1.0)
+    assert scp.calls == paused_at  # nothing leaves while paused
+    handle.resume()
+    while scp.calls < paused_at + 30:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    handle.cancel()
+    handle.join(10)
+    assert not handle.is_alive() and time.monotonic() - t0 < 2
+    rows = records(tmp_path / "w")
+    assert len(set(scp.received)) == len(scp.received)  # nothing sent twice
+    assert {r.sop_instance_uid for r in rows if r.status == "sent"} == set(scp.received)
