@@ -21,9 +21,9 @@ from .cfind import FindReply, FindSession, describe_find_status, int_of, query_k
 from .cfind import uid_chunks
 from .config import Destination, Settings
 from .errors import ConfigError
-from .events import JobFinished, LogLine, Outcome, Progress, StudyVerified
+from .events import JobFinished, LogLine, Progress, StudyVerified
 from .jobs import Control
-from .manifest import ManifestStore, manifest_path
+from .manifest import DONE_STATES, ManifestStore, manifest_path
 
 MATCH, MISMATCH, MISSING = "MATCH", "MISMATCH", "MISSING"
 CHUNK = 50  # SOP Instance UIDs asked about in one targeted query
@@ -371,12 +371,13 @@ class _QuietControl(Control):
 
 
 def resend_missing(work_dir: str, dest: Destination, settings: Settings, control: Control,
-                   result: Optional[VerifyResult] = None, *,
-                   source: Optional[str] = None) -> JobFinished:
+                   result: Optional[VerifyResult] = None, *, source: Optional[str] = None,
+                   associations: int = 1) -> JobFinished:
     """Mark the instances ``result`` found missing as failed, then send them again.
 
     Without ``result`` the destination is checked first (silently). ``source`` is the folder
-    to resend from; by default the folder that holds all the missing files. The migration's
+    to resend from; by default the folder that holds all the missing files. ``associations``
+    goes to the migration (parallel associations). The migration's
     JobFinished is returned (``result`` a MigrationResult), or a short one when nothing is
     missing.
     """
@@ -385,29 +386,23 @@ def resend_missing(work_dir: str, dest: Destination, settings: Settings, control
     work = os.path.abspath(work_dir)
     if result is None:
         result = verify(work, dest, settings, _QuietControl(control)).result
-    uids = result.missing_sop_uids()
-    paths = _mark(work, dest, uids) if uids else []
-    if not paths:
-        return JobFinished(control.job_id, "Nothing is missing from the PACS: nothing to send "
-                           "again.", {}, result=None)
-    folder = _resend_folder(paths, source, work, control)
-    control.emit_log("info", "Sending %s again from %s."
-                     % (plural(len(paths), "missing file"), folder))
-    return run_migration(folder, dest, settings, control, work_dir=work, retry_failed=True)
-
-
-def _mark(work_dir: str, dest: Destination, uids: Sequence[str]) -> List[str]:
-    """Mark ``uids`` for resending; return the paths of the files that now await it."""
-    reason = ("Not found in the PACS at verification on %s; to be sent again."
-              % _dt.date.today().isoformat())
-    wanted = set(uids)
-    store = ManifestStore(work_dir)
+    uids = set(result.missing_sop_uids())
+    store = ManifestStore(work)
     try:
-        store.mark_for_resend(dest.key, sorted(wanted), reason)
-        return sorted(rec.path for _, rec in store.records(dest.key)
-                      if rec.sop_instance_uid in wanted and rec.status == Outcome.FAILED.value)
+        paths = sorted(rec.path for _, rec in store.records(dest.key)
+                       if rec.sop_instance_uid in uids and rec.status in DONE_STATES)
+        if not paths:
+            return JobFinished(control.job_id, "Nothing is missing from the PACS: nothing to "
+                               "send again.", {}, result=None)
+        folder = _resend_folder(paths, source, work, control)  # may refuse: mark nothing yet
+        store.mark_for_resend(dest.key, sorted(uids), "Not found in the PACS at verification "
+                              "on %s; to be sent again." % _dt.date.today().isoformat())
     finally:
         store.close()
+    control.emit_log("info", "Sending %s again from %s."
+                     % (plural(len(paths), "missing file"), folder))
+    return run_migration(folder, dest, settings, control, work_dir=work, retry_failed=True,
+                         associations=associations)
 
 
 def _resend_folder(paths: List[str], source: Optional[str], work_dir: str,
@@ -496,7 +491,7 @@ def _resend_and_recheck(args: argparse.Namespace, work: str, dest: Destination,
     from .migrate_cli import ProgressPrinter
 
     print("\nSending %s again..." % plural(len(result.missing_sop_uids()), "missing image"))
-    printer = ProgressPrinter()
+    printer = ProgressPrinter(sys.stderr)  # the stream of now, not of import time
     resent = resend_missing(work, dest, settings, Control(0, printer), result,
                             source=args.source)
     printer.finish()
@@ -513,9 +508,9 @@ def _resend_and_recheck(args: argparse.Namespace, work: str, dest: Destination,
 class _StudyTicker:
     """Shows "checked n/N studies" on a terminal while the check runs."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream: Optional[TextIO] = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
 
     def __call__(self, event: Any) -> None:
         if self.tty and isinstance(event, Progress) and event.total:

@@ -214,7 +214,8 @@ def _write_report_file(report: Report) -> None:
 def check_assets() -> str:
     folder = assets_dir()
     missing = [name for name in ICON_FILES if not (folder / name).is_file()]
-    missing += ["samples/" + name for name in _sample_files() if not (samples_dir() / name).is_file()]
+    missing += ["samples/" + name for name in _sample_files()
+                if not (samples_dir() / name).is_file()]
     if missing:
         raise CheckFailed("missing from %s: %s" % (folder, ", ".join(missing)))
     return ""
@@ -255,11 +256,6 @@ def check_tcl() -> str:
     return "Tcl %s, Tk %s" % (version, tkinter.TkVersion)
 
 
-def _native_array(ds: Any) -> Any:
-    """Pixels of an uncompressed dataset as pydicom returns them."""
-    return ds.pixel_array
-
-
 def check_decode(sample: Sample) -> str:
     from engine.transcode import transcode_file
     from pydicom import dcmread
@@ -273,7 +269,7 @@ def check_decode(sample: Sample) -> str:
         raise CheckFailed("the sample is in %s, not %s" % (ts or "no transfer syntax",
                                                            sample.transfer_syntax))
     # The same call the sender makes when a destination refuses the file's compression.
-    decoded = _native_array(transcode_file(str(path), EXPLICIT_LE))
+    decoded = transcode_file(str(path), EXPLICIT_LE).pixel_array
     return _compare(sample, decoded)
 
 

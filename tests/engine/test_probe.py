@@ -20,6 +20,7 @@ from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVR
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
+import engine.migrate_cli  # noqa: F401  (see below)
 from engine import compat, probe as probe_mod
 from engine.cli import main as cli_main
 from engine.config import Destination, Settings
@@ -42,6 +43,9 @@ JPEG_LS = "1.2.840.10008.1.2.4.80"
 RLE = str(RLELossless)
 CT, MR = str(CTImageStorage), str(MRImageStorage)
 SR = "1.2.840.10008.5.1.4.1.1.88.11"
+# engine.migrate_cli is imported above, at collection: cli_main() imports every sub-command,
+# and migrate_cli binds sys.stderr as a default argument at import time; imported during a
+# capsys test it would keep that test's (then closed) stream for the rest of the session.
 
 
 # --- the pure decision -------------------------------------------------------------------------

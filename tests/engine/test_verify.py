@@ -156,7 +156,7 @@ def test_orthanc_match_then_deleted_named_then_resend(tmp_path, orthanc_factory)
     assert finished.exit_code == 1 and (result.matched, result.mismatched, result.missing) == \
         (3, 2, 1)
 
-    resent = resend_missing(str(work), dest, settings(), Control(8), result)
+    resent = resend_missing(str(work), dest, settings(), Control(8), result, associations=2)
     assert resent.exit_code == 0 and resent.result.counts.get("sent") == len(gone), resent
     assert orthanc.sop_instance_uids() == set(tree.files)
     result, _, finished = run_verify(work, dest)

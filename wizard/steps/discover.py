@@ -22,14 +22,16 @@ COLUMNS = (("host", "Computer", 9), ("port", "Port", 4), ("dicom", "Answers DICO
 def guess_subnet() -> str:
     """This computer's /24 network, e.g. ``192.168.1.0/24`` (only a suggestion to edit).
 
-    Connecting a UDP socket sends no packet; it only asks the OS which address it would use.
+    Read from the local host name's addresses: nothing is sent on the network.
     """
+    address = "127.0.0.1"
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("10.255.255.255", 1))
-            address = probe.getsockname()[0]
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        found = [info[4][0] for info in infos if not info[4][0].startswith("127.")]
+        if found:
+            address = found[0]
     except OSError:
-        address = "127.0.0.1"
+        pass
     return ".".join(address.split(".")[:3]) + ".0/24"
 
 
