@@ -46,6 +46,28 @@ def decoder_package(ts: str) -> Optional[str]:
     return None
 
 
+_MODULE_OF_PACKAGE = {"pylibjpeg-libjpeg": "libjpeg", "pylibjpeg-openjpeg": "openjpeg",
+                      "pyjpegls": "jpeg_ls"}
+
+
+def missing_decoder_package(ts: str) -> Optional[str]:
+    """The preferred decoder package for `ts` when it is not installed, else None.
+
+    Another decoder (Pillow) may still claim the syntax but fail on variants such as 12-bit
+    JPEG; then the missing package, not damaged data, is the likely cause.
+    """
+    import importlib.util
+
+    package = decoder_package(ts)
+    if package is None:
+        return None
+    try:
+        found = importlib.util.find_spec(_MODULE_OF_PACKAGE[package]) is not None
+    except (ImportError, ValueError, AttributeError):  # e.g. blocked in sys.modules
+        found = False
+    return None if found else package
+
+
 # --- dataset encoding -------------------------------------------------------------------
 
 

@@ -96,26 +96,43 @@ class Governor:
     """
 
     def __init__(self, maximum: int, log: Callable[[str], None], clock: Clock,
-                 slow_factor: float = 4.0, recover_after: int = 50) -> None:
+                 slow_factor: float = 4.0, recover_after: int = 50, warmup: int = 20,
+                 slow_run: int = 3) -> None:
         self.maximum = maximum
         self.allowed = maximum
         self.log = log
         self.clock = clock
         self.slow_factor = slow_factor
         self.recover_after = recover_after
+        self.warmup = warmup
+        self.slow_run = slow_run
         self._lock = threading.Lock()
         self._baseline: Optional[float] = None
+        self._samples = 0
+        self._slow = 0
         self._healthy = 0
         self.pause_until = 0.0
 
     def record(self, seconds: float, busy: bool) -> None:
-        """Called after every C-STORE answer (or busy status) by any sender thread."""
+        """Called after every C-STORE answer (or busy status) by any sender thread.
+
+        One slow answer proves nothing (a big file, a disk flush); only several in a row,
+        measured against a baseline of enough healthy answers, count as "slow".
+        """
         with self._lock:
-            slow = self._baseline is not None and seconds > max(self._baseline * self.slow_factor,
-                                                                0.5)
-            if busy or slow:
-                self._back_off("busy" if busy else "slow (%.1f s per file)" % seconds)
+            if busy:
+                self._slow = 0
+                self._back_off("busy")
                 return
+            limit = max(self._baseline * self.slow_factor, 0.5) if self._baseline else 0.0
+            if self._samples >= self.warmup and seconds > limit:
+                self._slow += 1
+                if self._slow >= self.slow_run:
+                    self._slow = 0
+                    self._back_off("answering slowly (%.1f s per file)" % seconds)
+                return
+            self._slow = 0
+            self._samples += 1
             self._baseline = seconds if self._baseline is None else \
                 0.95 * self._baseline + 0.05 * seconds
             self._healthy += 1

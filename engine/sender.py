@@ -201,8 +201,9 @@ class Sender:
         started = time.monotonic()
         try:
             rsp = assoc.send_c_store(payload)
-            if self.pacer is not None and rsp is not None:
-                self.pacer.after_send(time.monotonic() - started, rsp.get("Status"))
+            if self.pacer is not None and rsp is not None and "Status" in rsp:
+                # an abort or timeout is not a response time; it is handled as _NoResponse
+                self.pacer.after_send(time.monotonic() - started, int(rsp.Status))
         except (ValueError, AttributeError) as exc:
             return SendResult(header, Outcome.FAILED, "Could not send this file: %s" % exc)
         except RuntimeError as exc:  # association no longer established

@@ -225,10 +225,15 @@ def _decode(ds: Dataset, ts: str) -> Tuple[Pixels, Dict[str, Any]]:
             del chunk
     except TranscodeError:
         raise
-    except NotImplementedError as exc:
-        raise TranscodeError(f"Cannot decompress this {_label(ts)} image: the installed "
-                             f"decoder does not support its variant ({_detail(exc)})") from exc
     except Exception as exc:
+        missing = compat.missing_decoder_package(ts)
+        if missing:  # another codec claimed the syntax but not this variant (e.g. 12-bit)
+            raise TranscodeError(f"Cannot decompress this {_label(ts)} image with the decoders "
+                                 f"installed ({_detail(exc)}): install the Python package "
+                                 f"{missing}, which handles more kinds of {_label(ts)}") from exc
+        if isinstance(exc, NotImplementedError):
+            raise TranscodeError(f"Cannot decompress this {_label(ts)} image: the installed "
+                                 f"decoder does not support its variant ({_detail(exc)})") from exc
         raise TranscodeError("The compressed image data is damaged and cannot be "
                              f"decoded: {_detail(exc)}") from exc
     lossy = _lossy_updates(ds, ts, compressed_size, sum(len(p) for p in parts))

@@ -84,9 +84,8 @@ def storescu_cmds(dirs: Sequence[Path], port: int, aet: str, streams: int) -> Li
 
 def ours_cmd(source: Path, port: int, aet: str, work: Path, streams: int) -> List[str]:
     cmd = [sys.executable, "-m", "engine", "migrate", str(source), "--host", "127.0.0.1",
-           "--port", str(port), "--called-aet", aet, "--work-dir", str(work), "--quiet"]
-    if streams > 1:
-        cmd += ["--associations", str(streams)]
+           "--port", str(port), "--called-aet", aet, "--work-dir", str(work), "--quiet",
+           "--associations", str(streams)]  # explicit: the default is 4
     return cmd
 
 

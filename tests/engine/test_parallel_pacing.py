@@ -179,3 +179,27 @@ def test_pause_resume_and_cancel(tmp_path, scp_factory):
     rows = records(tmp_path / "w")
     assert len(set(scp.received)) == len(scp.received)  # nothing sent twice
     assert {r.sop_instance_uid for r in rows if r.status == "sent"} == set(scp.received)
+
+
+def test_slow_answers_back_off_only_when_sustained():
+    """One slow answer (a big file, a disk flush) must not bench connections; a run of them must,
+    and healthy answers bring the connections back."""
+    from engine.pacing import Governor
+
+    said = []
+    clock = FakeClock(dt.datetime(2026, 1, 1, 12, 0))
+    gov = Governor(4, said.append, clock, recover_after=5)
+    for _ in range(25):
+        gov.record(0.01, busy=False)
+    gov.record(2.0, busy=False)  # a single outlier
+    gov.record(0.01, busy=False)
+    assert gov.allowed == 4 and not said
+    for _ in range(3):
+        gov.record(2.0, busy=False)
+    assert gov.allowed == 2
+    assert "answering slowly" in said[-1] and "2 connection(s) instead of 4" in said[-1]
+    clock.sleep(6, lambda: False)
+    for _ in range(10):
+        gov.record(0.01, busy=False)
+    assert gov.allowed == 4
+    assert "keeping up again" in said[-1]

@@ -294,12 +294,17 @@ except TranscodeError as exc:
 """
 
 
-def test_missing_codec_names_the_package_to_install() -> None:
+def _reason_in_fresh_process(script: str) -> str:
+    """Run ``script`` in its own interpreter (codec changes must not leak into other tests)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
-    run = subprocess.run([sys.executable, "-c", _NO_JPEG_LS], env=env, cwd=str(REPO),
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(REPO),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == (
+    return run.stdout.strip()
+
+
+def test_missing_codec_names_the_package_to_install() -> None:
+    assert _reason_in_fresh_process(_NO_JPEG_LS) == (
         "Cannot decompress JPEG-LS Lossless images: the decoder is not installed "
         f"(install the Python package {compat.decoder_package(JPEG_LS_LOSSLESS)})")
 
@@ -531,3 +536,33 @@ def test_lossless_source_gets_no_lossy_flag() -> None:
 
 def _listed(value: Any) -> List[Any]:
     return list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+
+
+_NO_LIBJPEG = """
+from pydicom.data import get_testdata_file
+from engine import compat
+from engine.transcode import TranscodeError, transcode_file
+# As if pylibjpeg-libjpeg were not installed: only Pillow is left for JPEG.
+compat._MODULE_OF_PACKAGE["pylibjpeg-libjpeg"] = "no_such_module_libjpeg"
+if compat.PYDICOM_MAJOR >= 3:
+    from pydicom.pixels import get_decoder
+    decoder = get_decoder("1.2.840.10008.1.2.4.51")
+    for label in list(decoder.available_plugins):
+        if label != "pillow":
+            decoder.remove_plugin(label)
+else:
+    import pydicom.config as config
+    config.pixel_data_handlers = [config.np_handler, config.pillow_handler]
+try:
+    transcode_file(get_testdata_file("JPEG-lossy.dcm"), "1.2.840.10008.1.2")  # 12-bit JPEG
+    print("decoded")
+except TranscodeError as exc:
+    print(exc.reason)
+"""
+
+
+def test_12_bit_jpeg_without_libjpeg_names_the_package_not_damage() -> None:
+    """Pillow claims JPEG but cannot do 12-bit: the reason must point at the package."""
+    out = _reason_in_fresh_process(_NO_LIBJPEG)
+    assert "damaged" not in out
+    assert "install the Python package pylibjpeg-libjpeg" in out, out
