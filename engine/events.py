@@ -99,7 +99,7 @@ class StudyVerified(EngineEvent):
 
 @dataclass(frozen=True)
 class LogLine(EngineEvent):
-    level: str  # "info", "warning", "error"
+    level: str  # "info", "notice" (shown to the user, not a problem), "warning", "error"
     text: str
 
 

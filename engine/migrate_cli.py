@@ -60,9 +60,10 @@ class ProgressPrinter:
     def __call__(self, event: EngineEvent) -> None:
         if isinstance(event, Progress) and not self.quiet:
             self._progress(event)
-        elif isinstance(event, LogLine) and event.level in ("warning", "error"):
+        elif isinstance(event, LogLine) and event.level in ("notice", "warning", "error"):
             self._clear()
-            print("%s: %s" % (event.level.upper(), event.text), file=self.stream)
+            prefix = "" if event.level == "notice" else event.level.upper() + ": "
+            print(prefix + event.text, file=self.stream)
 
     def _progress(self, ev: Progress) -> None:
         total = "/%d" % ev.total if ev.total is not None else ""

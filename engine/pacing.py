@@ -189,7 +189,9 @@ class Pacer:
                 break
             self.clock.sleep(pause, lambda: self.control.cancelled)
             waited += pause
-        self._set_note("")
+        if self._set_note("") and self.window is not None:
+            self.control.emit_log("notice", "The sending window %s is open: sending."
+                                  % self.window.text)
         if self.limiter is not None:
             delay = self.limiter.reserve(nbytes)
             if delay > 0:
@@ -205,7 +207,7 @@ class Pacer:
             opening = self.window.start.strftime("%H:%M")
             if self._set_note("waiting until %s (sending window %s)" % (opening,
                                                                         self.window.text)):
-                self.control.emit_log("info", "Outside the sending window %s: waiting until "
+                self.control.emit_log("notice", "Outside the sending window %s: waiting until "
                                       "%s." % (self.window.text, opening))
             return min(seconds, 30.0)
         return 0.0

@@ -165,14 +165,10 @@ def main() -> int:
 def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
     from engine import dirs
     from tests.peers import free_port
-    from tests.wizard import engine_doubles
     from tests.wizard.scp import ScriptedPACS, sop_uid_of
-    from wizard import services
     from wizard.app import WizardApp
 
     dirs.override = work / "appdata"
-    if engine_doubles.missing_calls():  # the engine is still growing: fill the gaps
-        services.engine_module = engine_doubles.patched_engine_module(services.engine_module)
     clinic = build_clinic(work / "Old archive" / "DICOM")
     fail = [sop_uid_of(next(clinic.rglob(n))) for n in ("17106", "4950")]
     pacs = ScriptedPACS(refuse_sop_classes=US_CLASSES, fail_first=fail, delay_s=0.25).start()

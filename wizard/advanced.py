@@ -22,6 +22,8 @@ FIELDS = (
     ("retries", "Retries per file", "0 to 10, for temporary PACS problems"),
     ("max_pdu", "Largest message we accept", "bytes; 0 = no limit"),
     ("associations", "Parallel connections", "1 to 16; more can be faster, ask IT"),
+    ("max_mbps", "Speed limit (MB/s)", "empty = no limit; protects a busy PACS"),
+    ("window", "Send only between", "like 19:00-06:30; empty = any time"),
     ("calling_aet", "Our AE title", "the PACS must know this name"),
     ("work_dir", "Work folder", "copy records and logs; empty = default"),
 )

@@ -97,11 +97,13 @@ def probe_work(paths_or_source: Any, dest: Destination, settings: Settings) -> W
 
 def migration_work(source: str, dest: Destination, settings: Settings, *, work_dir: str,
                    retry_failed: bool = False, only_paths: Optional[Collection[str]] = None,
-                   associations: int = 1) -> Work:
+                   associations: int = 1, max_mbps: Optional[float] = None,
+                   window: Optional[str] = None) -> Work:
     def work(control: Control) -> JobFinished:
         run = engine_module("migrate").run_migration
         return _call(run, source, dest, settings, control, work_dir=work_dir,
-                     retry_failed=retry_failed, only_paths=only_paths, associations=associations)
+                     retry_failed=retry_failed, only_paths=only_paths, associations=associations,
+                     max_mbps=max_mbps, window=window)
     return work
 
 

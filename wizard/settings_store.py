@@ -14,6 +14,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from engine import dirs
 from engine.config import DEFAULT_CALLING_AET, Settings, check_ae_title
+from engine.errors import ConfigError
+from engine.pacing import TimeWindow
 
 LOG = logging.getLogger(__name__)
 FILE_NAME = "wizard-settings.json"
@@ -29,6 +31,8 @@ class Prefs:
     decompress: bool = True
     work_dir: str = ""  # empty = the per-user default work folder
     associations: int = 2
+    max_mbps: str = ""  # empty = no cap; text so an empty field round-trips
+    window: str = ""  # daily sending window such as 19:00-06:30; empty = any time
     # Remembered from the last session so the user does not retype them.
     host: str = ""
     port: int = 104
@@ -38,6 +42,13 @@ class Prefs:
     def to_settings(self) -> Settings:
         return Settings(calling_aet=self.calling_aet.strip(), batch_size=self.batch_size,
                         retries=self.retries, max_pdu=self.max_pdu, decompress=self.decompress)
+
+    def rate_cap(self) -> Optional[float]:
+        """The MB/s cap, or None for no cap (call only on checked prefs)."""
+        return float(self.max_mbps.replace(",", ".")) if self.max_mbps.strip() else None
+
+    def time_window(self) -> Optional[str]:
+        return self.window.strip() or None
 
     def resolved_work_dir(self) -> str:
         if self.work_dir.strip():
@@ -59,6 +70,17 @@ def check(prefs: Prefs) -> Dict[str, str]:
         problems["max_pdu"] = "Use 0 (no limit) or a size of at least 4096 bytes."
     if not 1 <= prefs.associations <= 16:
         problems["associations"] = "Parallel connections must be between 1 and 16."
+    if prefs.max_mbps.strip():
+        try:
+            if float(prefs.max_mbps.replace(",", ".")) <= 0:
+                raise ValueError
+        except ValueError:
+            problems["max_mbps"] = "Use a number of MB per second above 0, or leave it empty."
+    if prefs.window.strip():
+        try:
+            TimeWindow(prefs.window)
+        except ConfigError as exc:
+            problems["window"] = str(exc)
     if prefs.work_dir.strip() and not Path(prefs.work_dir).expanduser().is_absolute():
         problems["work_dir"] = "The work folder must be a full path (for example C:\\Migration)."
     return problems

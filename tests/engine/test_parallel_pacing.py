@@ -126,8 +126,10 @@ def test_time_window_waits_with_a_controllable_clock(tmp_path, scp_factory):
                                        window="12:30-13:00", clock=clock)
     assert terminal.exit_code == 0 and len(scp.received) == 6
     assert 1790 <= clock.slept <= 1830
-    texts = [e.text for e in events if isinstance(e, LogLine)]
-    assert any("waiting until 12:30" in t for t in texts)
+    notices = [e.text for e in events if isinstance(e, LogLine) and e.level == "notice"]
+    waiting = [i for i, t in enumerate(notices) if "waiting until 12:30" in t]
+    opened = [i for i, t in enumerate(notices) if "window 12:30-13:00 is open" in t]
+    assert waiting and opened and waiting[0] < opened[0], notices
 
 
 def test_window_crossing_midnight():

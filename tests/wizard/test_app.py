@@ -146,14 +146,10 @@ def test_callback_error_is_readable_and_logged(make_app: Any, dialogs: ScriptedD
 
 
 def test_resume_is_offered_at_start(make_app: Any, dialogs: ScriptedDialogs, tmp_path: Path,
-                                    app_dirs: Path, monkeypatch: Any) -> None:
-    from tests.wizard import engine_doubles
-    from wizard import services, settings_store
+                                    app_dirs: Path) -> None:
+    from wizard import settings_store
     from wizard.settings_store import Prefs
 
-    if engine_doubles.missing_calls():
-        monkeypatch.setattr(services, "engine_module",
-                            engine_doubles.patched_engine_module(services.engine_module))
     source = tmp_path / "archive"
     source.mkdir()
     work = tmp_path / "work"

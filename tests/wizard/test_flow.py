@@ -9,7 +9,6 @@ import pytest
 from pydicom.uid import UID
 
 from tests import corpus
-from tests.wizard import engine_doubles
 from tests.wizard.conftest import ScriptedDialogs, wait_until
 from tests.wizard.scp import ScriptedPACS, sop_uid_of
 
@@ -45,18 +44,6 @@ def clinic(tmp_path: Path) -> Path:
 
 def path_of(root: Path, name: str) -> Path:
     return next(root.rglob(name))
-
-
-@pytest.fixture
-def engine_parts(monkeypatch: pytest.MonkeyPatch) -> List[str]:
-    """Fill engine calls that do not exist yet with test doubles; return their names."""
-    from wizard import services
-
-    missing = engine_doubles.missing_calls()
-    if missing:
-        monkeypatch.setattr(services, "engine_module",
-                            engine_doubles.patched_engine_module(services.engine_module))
-    return missing
 
 
 @pytest.fixture
@@ -208,7 +195,7 @@ def check_result(app: Any, dialogs: ScriptedDialogs, pacs: ScriptedPACS, clinic:
 
 
 def test_all_five_steps(make_app: Any, dialogs: ScriptedDialogs, pacs: ScriptedPACS,
-                        clinic: Path, tmp_path: Path, engine_parts: List[str]) -> None:
+                        clinic: Path, tmp_path: Path) -> None:
     before = corpus.tree_digest(clinic)
     app = make_app()
     set_advanced(app, retries="0", work_dir=str(tmp_path / "work"))
@@ -222,8 +209,7 @@ def test_all_five_steps(make_app: Any, dialogs: ScriptedDialogs, pacs: ScriptedP
     assert not app.controller.running_jobs()
 
 
-def test_cancel_while_copying_then_continue(make_app: Any, clinic: Path, tmp_path: Path,
-                                            engine_parts: List[str]) -> None:
+def test_cancel_while_copying_then_continue(make_app: Any, clinic: Path, tmp_path: Path) -> None:
     server = ScriptedPACS(delay_s=0.15).start()
     try:
         app = make_app()
@@ -264,8 +250,7 @@ def test_cancel_while_copying_then_continue(make_app: Any, clinic: Path, tmp_pat
 
 
 def test_close_during_copy_asks_cancels_and_joins(make_app: Any, dialogs: ScriptedDialogs,
-                                                  clinic: Path, tmp_path: Path,
-                                                  engine_parts: List[str]) -> None:
+                                                  clinic: Path, tmp_path: Path) -> None:
     server = ScriptedPACS(delay_s=0.3).start()
     try:
         app = make_app()
@@ -294,3 +279,36 @@ def test_close_during_copy_asks_cancels_and_joins(make_app: Any, dialogs: Script
 
 def test_refused_sop_class_name_is_readable() -> None:
     assert "Ultrasound" in UID(US_IMAGE).name
+
+
+def test_sending_window_waits_visibly_and_cancels(make_app: Any, clinic: Path,
+                                                  tmp_path: Path) -> None:
+    """Advanced settings reach the engine: outside the window nothing is sent and the copy
+    step says what it is waiting for; Stop works while waiting."""
+    import datetime as dt
+
+    opens = dt.datetime.now() + dt.timedelta(hours=2)
+    window = "%s-%s" % (opens.strftime("%H:%M"), (opens + dt.timedelta(hours=1)).strftime("%H:%M"))
+    server = ScriptedPACS().start()
+    try:
+        app = make_app()
+        c = app.controller
+        set_advanced(app, work_dir=str(tmp_path / "work"), window=window, max_mbps="5")
+        assert c.state.prefs.time_window() == window and c.state.prefs.rate_cap() == 5.0
+        c.go_next()
+        conn = c.current
+        for key, value in (("host", "127.0.0.1"), ("port", str(server.port)),
+                           ("called", "TESTPACS")):
+            conn.vars[key].set(value)
+        assert c.go_next()
+        c.current.folder.set(str(clinic))
+        assert c.go_next()
+        copy = c.current
+        copy.start()
+        wait_until(lambda: "waiting until %s" % opens.strftime("%H:%M")
+                   in copy.current.cget("text"), app, timeout=30, what="waiting notice")
+        copy.stop()
+        wait_until(lambda: idle(copy), app, timeout=10, what="stop while waiting")
+        assert not server.stored
+    finally:
+        server.stop()

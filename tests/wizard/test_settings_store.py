@@ -79,3 +79,17 @@ def test_advanced_dialog_validates_saves_and_is_restored(make_app: Any, app_dirs
     assert dialog.vars["batch_size"].get() == str(Prefs().batch_size)
     dialog.cancel()
     assert again.controller.state.prefs.batch_size == 250
+
+
+def test_rate_cap_and_window_are_checked_and_kept(tmp_path: Path) -> None:
+    from wizard.settings_store import Prefs, check, load, save
+
+    assert check(Prefs(max_mbps="abc"))["max_mbps"].startswith("Use a number")
+    assert "max_mbps" in check(Prefs(max_mbps="0"))
+    assert "24-hour" in check(Prefs(window="7pm-6am"))["window"]
+    good = Prefs(max_mbps="2,5", window="19:00-06:30")
+    assert not check(good) and good.rate_cap() == 2.5 and good.time_window() == "19:00-06:30"
+    assert Prefs().rate_cap() is None and Prefs().time_window() is None
+    path = tmp_path / "s.json"
+    save(good, path)
+    assert load(path) == (good, None)

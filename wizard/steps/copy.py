@@ -137,7 +137,8 @@ class CopyStep(Step):
         work = services.migration_work(
             state.source, state.destination, state.settings, work_dir=state.work_dir,
             retry_failed=retry_failed, only_paths=None if retry_failed else state.selection,
-            associations=prefs.associations)
+            associations=prefs.associations, max_mbps=prefs.rate_cap(),
+            window=prefs.time_window())
         self._reset_view()
         self._job_kind = "retry" if retry_failed else "copy"
         self._job = self.controller.start_job(self._job_kind, work, self)
