@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Set, Tuple
 
 from pydicom.uid import RE_VALID_UID, UID
 from pynetdicom import AE, evt
@@ -19,7 +19,9 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 
+from . import compat
 from .config import Destination, Settings
+from .dimse_link import DirectLink, LinkBroken, StoreAnswer
 from .events import AssociationClosed, AssociationOpened, Sink
 
 LOG = logging.getLogger(__name__)
@@ -170,6 +172,77 @@ def open_association(dest: Destination, settings: Settings,
     Returns ``(assoc, None)`` when established (the caller releases it), else ``(None, failure)``.
     With a ``sink``, emits AssociationOpened, then AssociationClosed when it ends or fails.
     """
+    assoc, _, failure = _associate(dest, settings, contexts, sink, job_id)
+    return assoc, failure
+
+
+def open_link(dest: Destination, settings: Settings, contexts: Sequence[PresentationContext],
+              *, sink: Optional[Sink] = None, job_id: int = 0
+              ) -> Tuple[Any, Optional[OpenFailure]]:
+    """Like open_association, but the established association comes back as a DirectLink
+    (one thread, no pynetdicom threads) for sending; its closing emits AssociationClosed.
+
+    Falls back to the pynetdicom Association if this pynetdicom cannot be taken over."""
+    assoc, watch, failure = _associate(dest, settings, contexts, sink, job_id)
+    if assoc is None or watch is None:
+        return None, failure
+    try:
+        sock, peer_max, accepted = compat.detach_association(assoc)
+    except RuntimeError:
+        LOG.warning("Sending through pynetdicom: its association could not be taken over",
+                    exc_info=True)
+        return AssociationLink(assoc), None
+    return DirectLink(sock, peer_max, accepted, dimse_timeout=settings.dimse_timeout,
+                      acse_timeout=settings.acse_timeout, on_closed=watch.closed), None
+
+
+class AssociationLink:
+    """The DirectLink interface over a pynetdicom Association (the slower fall-back)."""
+
+    def __init__(self, assoc: Association) -> None:
+        self.assoc = assoc
+
+    @property
+    def is_established(self) -> bool:
+        return bool(self.assoc.is_established)
+
+    def still_open(self) -> bool:
+        return self.is_established
+
+    def accepted_syntaxes(self, sop_class: str) -> Set[str]:
+        return {cx.transfer_syntax[0] for cx in self.assoc.accepted_contexts
+                if cx.abstract_syntax == sop_class}
+
+    def store_file(self, sop_class: str, sop_instance: str, ts: str, path: str,
+                   offset: int) -> StoreAnswer:
+        return self._send(path)
+
+    def store_dataset(self, sop_class: str, sop_instance: str, ts: str, ds: Any) -> StoreAnswer:
+        return self._send(ds)
+
+    def _send(self, payload: Any) -> StoreAnswer:
+        try:
+            rsp = self.assoc.send_c_store(payload)
+        except RuntimeError as exc:  # association no longer established
+            raise LinkBroken(str(exc)) from exc
+        if rsp is None or "Status" not in rsp:
+            raise LinkBroken("no answer within %.0f s or the connection was aborted"
+                             % self.assoc.dimse_timeout)
+        return StoreAnswer(int(rsp.Status), str(rsp.get("ErrorComment", "") or "").strip())
+
+    def release(self) -> None:
+        if self.assoc.is_established:
+            self.assoc.release()
+        else:
+            self.assoc.abort()
+
+    def abort(self) -> None:
+        self.assoc.abort()
+
+
+def _associate(dest: Destination, settings: Settings, contexts: Sequence[PresentationContext],
+               sink: Optional[Sink], job_id: int
+               ) -> Tuple[Optional[Association], Optional[_Watch], Optional[OpenFailure]]:
     address, failure = _resolve(dest)
     closed_how = "refused"  # a name that does not resolve never reaches the network
     if failure is None:
@@ -180,12 +253,12 @@ def open_association(dest: Destination, settings: Settings,
             evt_handlers=watch.handlers())
         if assoc.is_established:
             _opened(assoc, watch)
-            return assoc, None
+            return assoc, watch, None
         failure = _classify(watch, dest, settings, time.monotonic() - started)
         closed_how = _closed_how(failure, watch)
     if sink is not None:
         sink(AssociationClosed(job_id, closed_how, failure.reason))
-    return None, failure
+    return None, None, failure
 
 
 def _closed_how(failure: OpenFailure, watch: _Watch) -> str:

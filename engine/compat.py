@@ -312,3 +312,37 @@ def encapsulated_frames(ds: Dataset) -> List[bytes]:
     from pydicom.encaps import generate_pixel_data_frame
 
     return list(generate_pixel_data_frame(ds.PixelData, nr_frames))
+
+
+def detach_association(assoc: Any, wait_s: float = 5.0
+                       ) -> Tuple[Any, int, List[Tuple[int, str, str]]]:
+    """Stop pynetdicom's threads of an established (requestor) association and hand over its
+    socket: (socket, peer maximum PDU length, [(context id, abstract, transfer syntax)]).
+
+    Only the DUL thread is stopped (its socket stays open); the association's reactor then
+    notices the stopped DUL and ends by itself. Raises RuntimeError when this pynetdicom does
+    not look as expected, so the caller can keep using pynetdicom instead.
+    """
+    dul = assoc.dul
+    sock = getattr(getattr(dul, "socket", None), "socket", None)
+    if sock is None or not hasattr(dul, "_kill_thread") or not assoc.is_established:
+        raise RuntimeError("cannot take over this association")
+    contexts = [(int(cx.context_id), str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                for cx in assoc.accepted_contexts]
+    peer_max = int(assoc.acceptor.maximum_length or 0)
+    dul._kill_thread = True
+    dul.join(wait_s)
+    if dul.is_alive():
+        raise RuntimeError("pynetdicom's network thread did not stop")
+    return sock, peer_max, contexts
+
+
+def encode_dataset(ds: Dataset, ts: str) -> bytes:
+    """Encode ``ds`` for sending in transfer syntax ``ts`` exactly as send_c_store() would."""
+    from pynetdicom.dsutils import encode
+
+    uid = UID(ts)
+    data = encode(ds, uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
+    if data is None:
+        raise ValueError("Failed to encode the supplied dataset")
+    return data

@@ -68,6 +68,9 @@ class FileRecord:
 
 
 _RECORD_COLUMNS = [f.name for f in fields(FileRecord)]
+_INSERT_SQL = "INSERT OR REPLACE INTO files (%s) VALUES (%s)" % (
+    ", ".join(["dest", "dir", "run_id"] + _RECORD_COLUMNS),
+    ", ".join("?" * (len(_RECORD_COLUMNS) + 3)))
 
 
 @dataclass(frozen=True)
@@ -153,19 +156,23 @@ class ManifestStore:
                                (dest, path)).fetchone()
         return Known(row[0] or 0, row[1] or 0, row[2]) if row else None
 
-    def record(self, dest: str, rec: FileRecord, run_id: int = 0) -> None:
-        """Insert or replace the row for ``rec.path`` and commit at once (crash safety)."""
+    def record(self, dest: str, rec: FileRecord, run_id: int = 0, commit: bool = True) -> None:
+        """Insert or replace the row for ``rec.path``; commit at once (crash safety) unless the
+        caller commits a group of rows itself (see commit())."""
         if not rec.timestamp:
             rec.timestamp = now_iso()
-        prev = self._db.execute("SELECT attempts FROM files WHERE dest=? AND path=?",
-                                (dest, rec.path)).fetchone()
-        if prev and rec.attempts == 0:
-            rec.attempts = int(prev[0] or 0)
+        if rec.attempts == 0:  # keep the count of an earlier row
+            prev = self._db.execute("SELECT attempts FROM files WHERE dest=? AND path=?",
+                                    (dest, rec.path)).fetchone()
+            if prev:
+                rec.attempts = int(prev[0] or 0)
         values = [getattr(rec, c) for c in _RECORD_COLUMNS]
-        cols = ", ".join(["dest", "dir", "run_id"] + _RECORD_COLUMNS)
-        marks = ", ".join("?" * (len(values) + 3))
-        self._db.execute("INSERT OR REPLACE INTO files (%s) VALUES (%s)" % (cols, marks),
-                         [dest, os.path.dirname(rec.path), run_id] + values)
+        self._db.execute(_INSERT_SQL, [dest, os.path.dirname(rec.path), run_id] + values)
+        if commit:
+            self._db.commit()
+
+    def commit(self) -> None:
+        """Make the rows recorded with ``commit=False`` durable (one WAL write for all)."""
         self._db.commit()
 
     def other_path_with_uid(self, dest: str, sop_uid: str, path: str) -> str:

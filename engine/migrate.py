@@ -93,6 +93,7 @@ class _Migration:
         self.run_id = 0
         self.associations = associations
         self.pacer = pacer
+        self._pool: Optional[SenderPool] = None
 
     # -- the run ------------------------------------------------------------------------
     def run(self) -> JobFinished:
@@ -100,11 +101,13 @@ class _Migration:
         self.run_id = self.store.start_run(self.source, self.dest.key, mode)
         started = time.monotonic()
         pool = SenderPool(self.dest, self.settings, self.control, self.associations, self.pacer)
+        self._pool = pool
         stopped = ""
         try:
             self._pipeline(pool)
         finally:
             pool.finish(self._record_sent)
+            self.store.commit()
         if pool.unreachable:
             stopped = pool.unreachable
         elif self.control.cancelled:
@@ -225,7 +228,13 @@ class _Migration:
     def _finish(self, rec: FileRecord, outcome: Outcome, reason: str, patient: str,
                 status: Optional[int]) -> None:
         rec.attempts += 1
-        self.store.record(self.dest.key, rec, self.run_id)
+        # Results that arrived together are committed together: a result still waiting in
+        # the queue is recorded (and the group committed) within moments, and a kill -9 loses
+        # no more than the results not yet taken off the queue — as before, without a WAL
+        # write per file while the destination answers faster than one commit takes.
+        self.store.record(self.dest.key, rec, self.run_id, commit=False)
+        if self._pool is None or not self._pool.results_waiting():
+            self.store.commit()
         self.tally.counts[outcome.value] += 1
         if outcome in (Outcome.FAILED, Outcome.SKIPPED):
             self.tally.reasons[reason] += 1

@@ -19,6 +19,7 @@ from .pacing import Pacer
 from .sender import SendResult, Sender
 
 _STOP = object()
+IDLE_CLOSE_S = 3.0  # an association idle this long is released (peers time out idle ones)
 
 
 class SenderPool:
@@ -50,8 +51,12 @@ class SenderPool:
     def _work(self, sender: Sender) -> None:
         try:
             while True:
-                self._wait_for_permit(sender.index)
-                batch = self._batches.get()
+                self._wait_for_permit(sender)
+                try:
+                    batch = self._batches.get(timeout=IDLE_CLOSE_S)
+                except queue.Empty:
+                    sender.close()  # idle: the peer would time the association out
+                    continue
                 if batch is _STOP:
                     return
                 if sender.stopped():
@@ -67,13 +72,21 @@ class SenderPool:
             with self._lock:
                 self._live -= 1
 
-    def _wait_for_permit(self, index: int) -> None:
+    def _wait_for_permit(self, sender: Sender) -> None:
         """A sender the governor has benched takes no new batch until it is allowed again."""
         if self.pacer is None:
             return
+        benched = False
         while not (self._closing.is_set() or self.control.cancelled or self._halt.is_set()
-                   or self.pacer.governor.permits(index)):
+                   or self.pacer.governor.permits(sender.index)):
+            if not benched:
+                sender.close()  # senders keep their association between batches
+                benched = True
             time.sleep(0.05)
+
+    def results_waiting(self) -> bool:
+        """Whether another result is already queued (so a commit can wait for it)."""
+        return not self._results.empty()
 
     def submit(self, batch: List[InstanceHeader], record: Callable[[SendResult], None]) -> None:
         """Queue a batch; while the queue is full, record each result the moment it arrives

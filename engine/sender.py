@@ -9,12 +9,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set
+from typing import (Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set,
+                    Tuple)
 
 from pynetdicom import build_context
 
 from . import status as st
-from .association import open_association, sop_class_name, transfer_syntax_name
+from .association import open_link, sop_class_name, transfer_syntax_name
+from .dimse_link import LinkBroken
 from .config import Destination, Settings
 from .errors import DestinationUnreachable
 from .events import Outcome
@@ -53,6 +55,7 @@ class Sender:
         self.index = index
         self._halted = halted
         self._assoc: Any = None
+        self._proposed: Set[Tuple[str, str]] = set()  # contexts the open association proposed
         self.ever_connected = False
         self.associations_opened = 0
 
@@ -66,8 +69,8 @@ class Sender:
         for attempt in range(self.settings.retries + 1):
             if self.stopped():
                 return None
-            assoc, failure = open_association(self.dest, self.settings, contexts,
-                                              sink=self.control.emit, job_id=self.control.job_id)
+            assoc, failure = open_link(self.dest, self.settings, contexts,
+                                       sink=self.control.emit, job_id=self.control.job_id)
             if assoc is not None:
                 self.ever_connected = True
                 self.associations_opened += 1
@@ -83,10 +86,7 @@ class Sender:
         if assoc is None:
             return
         try:
-            if assoc.is_established:
-                assoc.release()
-            else:
-                assoc.abort()
+            assoc.release()  # a link no longer established aborts instead
         except Exception:  # closing must never hide the results we already have
             LOG.warning("Closing the association failed", exc_info=True)
 
@@ -110,8 +110,14 @@ class Sender:
                 return
 
     def _send_plan(self, plan: ContextPlan, files: List[InstanceHeader]) -> Iterator[SendResult]:
+        # The association of the previous batch is kept when it proposed everything this batch
+        # needs: opening one costs more than sending a hundred small files.
+        if self._assoc is not None and not (set(plan.contexts) <= self._proposed
+                                            and self._assoc.still_open()):
+            self.close()
         pending: Deque[InstanceHeader] = deque(files)
         attempts: Dict[str, int] = {}
+        finished = False
         try:
             while pending and not self.stopped():
                 self.control.wait_if_paused()
@@ -125,13 +131,16 @@ class Sender:
                     self._assoc = self._open(plan)
                     if self._assoc is None:
                         return
+                    self._proposed = set(plan.contexts)
                 header = pending[0]
                 result = self._attempt(header, attempts)
                 if result is not None:
                     pending.popleft()
                     yield result
+            finished = True
         finally:
-            self.close()
+            if not finished or self.stopped():
+                self.close()
 
     def _attempt(self, header: InstanceHeader, attempts: Dict[str, int]) -> Optional[SendResult]:
         """One try at one file; None means "try this file again"."""
@@ -159,20 +168,16 @@ class Sender:
             return None
         return result
 
-    def _accepted(self, assoc: Any, sop_class: str) -> Set[str]:
-        return {cx.transfer_syntax[0] for cx in assoc.accepted_contexts
-                if cx.abstract_syntax == sop_class}
-
     def _send_one(self, assoc: Any, header: InstanceHeader) -> SendResult:
-        accepted = self._accepted(assoc, header.sop_class_uid)
+        accepted: Set[str] = assoc.accepted_syntaxes(header.sop_class_uid)
         if not accepted:
             name = sop_class_name(header.sop_class_uid)
             return SendResult(header, Outcome.FAILED,
                               "The destination does not accept %s — ask the PACS administrator "
                               "to enable it." % name)
-        payload: Any
+        payload: Any = None  # None: stream the file's own bytes
         if header.transfer_syntax in accepted and header.streamable:
-            payload, sent_ts = header.path, header.transfer_syntax
+            sent_ts = header.transfer_syntax
         else:
             sent_ts = self._fallback_syntax(header, accepted)
             if not sent_ts:
@@ -200,21 +205,26 @@ class Sender:
     def _store(self, assoc: Any, header: InstanceHeader, payload: Any, sent_ts: str) -> SendResult:
         started = time.monotonic()
         try:
-            rsp = assoc.send_c_store(payload)
-            if self.pacer is not None and rsp is not None and "Status" in rsp:
-                # an abort or timeout is not a response time; it is handled as _NoResponse
-                self.pacer.after_send(time.monotonic() - started, int(rsp.Status))
+            if payload is None:
+                answer = assoc.store_file(header.sop_class_uid, header.sop_instance_uid, sent_ts,
+                                          header.path, header.dataset_offset)
+            else:
+                answer = assoc.store_dataset(header.sop_class_uid, header.sop_instance_uid,
+                                             sent_ts, payload)
         except (ValueError, AttributeError) as exc:
             return SendResult(header, Outcome.FAILED, "Could not send this file: %s" % exc)
-        except RuntimeError as exc:  # association no longer established
+        except LinkBroken as exc:
             raise _NoResponse(str(exc)) from exc
-        if rsp is None or "Status" not in rsp:
-            raise _NoResponse("no answer within %.0f s or the connection was aborted"
-                              % self.settings.dimse_timeout)
-        code = int(rsp.Status)
+        except OSError as exc:  # our own read of the file, not the network
+            return SendResult(header, Outcome.FAILED, "The file could not be read: %s."
+                              % (exc.strerror or exc))
+        if self.pacer is not None:
+            # an abort or timeout is not a response time; it is handled as _NoResponse
+            self.pacer.after_send(time.monotonic() - started, answer.status)
+        code = answer.status
         kind = st.classify(code)
         text = st.describe(code)
-        comment = str(rsp.get("ErrorComment", "") or "").strip()
+        comment = answer.error_comment
         if comment:
             text += " (destination says: %s)" % comment
         if kind is st.StatusKind.SUCCESS:

@@ -31,6 +31,7 @@ from engine.jobs import Control
 from engine.probe import (AS_IS, DECOMPRESS, FAIL, REFUSED, ProbeGroup, ProbeResult, decide,
                           decompress_off_reason, format_problems, missing_decoder_reason,
                           no_fallback_reason, probe, probe_pairs, refused_reason, summary_line)
+from engine.association import AssociationLink
 from engine.sender import Sender
 from tests.corpus import make_dicom
 from tests.engine.helpers import migrate, records
@@ -180,7 +181,8 @@ def test_probe_predicts_what_the_sender_does(sample_files: List[Path], variant: 
         monkeypatch.setattr(probe_mod, "ask_destination", lambda *a, **k: (accepted, 1))
         (group,) = probe([str(path)], dest, settings, Control()).result.groups
         assoc = _ScriptedAssoc(accepted)
-        sent = Sender(dest, settings, Control())._send_one(assoc, header)
+        # the pynetdicom-style fake goes through the same adapter a real fall-back would
+        sent = Sender(dest, settings, Control())._send_one(AssociationLink(assoc), header)
         where = "%s with %s" % (path.name, variant)
         if group.action in (REFUSED, FAIL):
             assert (sent.outcome, sent.reason) == (Outcome.FAILED, group.reason), where
