@@ -63,6 +63,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserFacingError as exc:
         print("Error: %s" % exc, file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. an output folder that does not exist or cannot be written
+        where = " (%s)" % exc.filename if exc.filename else ""
+        print("Error: the computer refused a file operation%s: %s. Check the path and that you "
+              "may write there." % (where, exc.strerror or exc), file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\nStopped by the user.", file=sys.stderr)
         return 130

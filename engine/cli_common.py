@@ -13,6 +13,18 @@ EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130  # stopped with Ctrl+C (the shell convention for SIGINT)
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number above 0 (0 or "nan" would make every wait meaningless)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a number above 0, not %s" % text)
+    return value
 
 
 def add_destination_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -26,7 +38,7 @@ def add_destination_args(parser: argparse.ArgumentParser, required: bool = True)
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_number, default=30.0, metavar="SECONDS",
                         help="connection and association timeout (default: %(default)s)")
     parser.add_argument("--max-pdu", type=int, default=0, metavar="BYTES",
                         help="largest PDU we accept from the peer; 0 = unlimited")

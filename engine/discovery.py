@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from . import jobs
 from .association import seconds
-from .cli_common import EXIT_OK
+from .cli_common import EXIT_OK, positive_number
 from .config import DEFAULT_CALLING_AET, Destination, Settings, check_ae_title
 from .echo import echo
 from .errors import ConfigError
@@ -282,7 +282,7 @@ def register(subparsers: Any) -> None:
                         help="called AE title to try first, e.g. the PACS's if you know it")
     parser.add_argument("--calling-aet", default=DEFAULT_CALLING_AET, metavar="AET",
                         help="our own AE title (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_number, default=3.0, metavar="SECONDS",
                         help="how long to wait for each C-ECHO (default: %(default)s)")
     parser.set_defaults(func=run)
 

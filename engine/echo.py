@@ -10,7 +10,7 @@ from pynetdicom import VerificationPresentationContexts
 
 from .association import open_association, seconds
 from .cli_common import (EXIT_OK, EXIT_UNREACHABLE, add_destination_args, destination_from_args,
-                         settings_from_args)
+                         positive_number, settings_from_args)
 from .config import Destination, Settings
 from .events import Sink
 
@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
         description="Open an association with the destination and send a C-ECHO. Exit code 0 "
                     "when it answers, 3 when it is unreachable, refuses or does not answer.")
     add_destination_args(parser)
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_number, default=10.0, metavar="SECONDS",
                         help="how long to wait at each step (default: %(default)s)")
     parser.set_defaults(func=run)
 

@@ -120,6 +120,7 @@ class JobFailed(EngineEvent):
 
     message: str
     traceback: str = ""
+    exit_code: int = 1  # 2: invalid settings, 3: destination unreachable (as the CLI exits)
 
 
 Sink = Callable[[EngineEvent], None]

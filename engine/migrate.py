@@ -21,6 +21,7 @@ from .manifest import DONE_STATES, FileRecord, ManifestStore
 from .progress import RateMeter
 from .pacing import Clock, Pacer
 from .pool import SenderPool
+from .worklock import WorkLock
 from .sender import SendResult
 from .walk import FileEntry, iter_files, walk_source
 
@@ -64,15 +65,18 @@ def run_migration(source: str, dest: Destination, settings: Settings, control: C
     if not os.path.isdir(source):
         raise ConfigError("The source folder %s does not exist or is not a folder." % source)
     work = os.path.abspath(work_dir or str(dirs.default_work_dir()))
-    if os.path.commonpath([work, source]) == source:
+    # realpath: a symbolic link must not smuggle the work folder into the source tree
+    real_source = os.path.realpath(source)
+    if os.path.commonpath([os.path.realpath(work), real_source]) == real_source:
         raise ConfigError("The work folder must not be inside the source folder: the source is "
                           "never written to. Choose another work folder.")
     if not 1 <= associations <= 16:
         raise ConfigError("The number of parallel associations must be between 1 and 16.")
     compat.configure_pynetdicom()
     pacer = Pacer(control, associations, max_mbps, window, clock)
-    return _Migration(source, dest, settings, control, work, retry_failed, only_paths,
-                      count_first, associations, pacer).run()
+    with WorkLock(work):
+        return _Migration(source, dest, settings, control, work, retry_failed, only_paths,
+                          count_first, associations, pacer).run()
 
 
 class _Migration:
@@ -158,6 +162,8 @@ class _Migration:
                 self.current = batch.directory
                 for path, reason in batch.problems:
                     self._record_problem(HeaderProblem(path, 0, 0, Outcome.FAILED, reason))
+                for path, reason in batch.skipped:
+                    self._record_problem(HeaderProblem(path, 0, 0, Outcome.SKIPPED, reason))
                 known = self.store.known_in_dir(self.dest.key, batch.directory)
                 for entry in batch.files:
                     row = known.get(entry.path)

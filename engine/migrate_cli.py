@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, List, Optional, TextIO
 
 from . import cli_common as common
 from .events import EngineEvent, JobFinished, LogLine, Progress
-from .jobs import run_job
+from .jobs import Control, run_job
 from .migrate import MigrationResult, run_migration
 from .progress import format_duration
 
@@ -31,12 +32,12 @@ def register(sub: Any) -> None:
                         "0-10 (default: %(default)s)")
     p.add_argument("--max-pdu", type=int, default=0, metavar="BYTES",
                    help="largest PDU we accept from the peer; 0 = unlimited")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=common.positive_number, default=30.0, metavar="SECONDS",
                    help="connection and association timeout (default: %(default)s)")
     p.add_argument("--associations", type=int, default=4, metavar="N",
                    help="parallel associations, 1-16 (default: %(default)s); a busy destination "
                         "automatically gets fewer")
-    p.add_argument("--max-mbps", type=float, metavar="MB_PER_S",
+    p.add_argument("--max-mbps", type=common.positive_number, metavar="MB_PER_S",
                    help="cap the sending rate in megabytes per second")
     p.add_argument("--window", metavar="HH:MM-HH:MM",
                    help="send only inside this daily time window, e.g. 19:00-06:30")
@@ -51,10 +52,10 @@ def register(sub: Any) -> None:
 class ProgressPrinter:
     """Turns engine events into one self-overwriting progress line on stderr."""
 
-    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
-        self.stream = stream
+    def __init__(self, stream: Optional[TextIO] = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced
         self.quiet = quiet
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self._last_plain = 0.0
 
     def __call__(self, event: EngineEvent) -> None:
@@ -64,6 +65,10 @@ class ProgressPrinter:
             self._clear()
             prefix = "" if event.level == "notice" else event.level.upper() + ": "
             print(prefix + event.text, file=self.stream)
+
+    def notice(self, text: str) -> None:
+        self._clear()
+        print(text, file=self.stream)
 
     def _progress(self, ev: Progress) -> None:
         total = "/%d" % ev.total if ev.total is not None else ""
@@ -90,19 +95,39 @@ def run(args: argparse.Namespace) -> int:
     dest = common.destination_from_args(args)
     settings = common.settings_from_args(args, decompress=not args.no_decompress)
     printer = ProgressPrinter(quiet=args.quiet)
-    terminal = run_job("migrate", lambda control: run_migration(
-        args.source, dest, settings, control, work_dir=args.work_dir,
-        retry_failed=args.retry_failed, associations=args.associations,
-        max_mbps=args.max_mbps, window=args.window), printer)
+    controls: List[Control] = []
+
+    def work(control: Control) -> JobFinished:
+        controls.append(control)
+        return run_migration(args.source, dest, settings, control, work_dir=args.work_dir,
+                             retry_failed=args.retry_failed, associations=args.associations,
+                             max_mbps=args.max_mbps, window=args.window)
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        # First Ctrl+C: a clean stop (files in flight finish, the manifest stays consistent,
+        # the report is printed). A second one quits at once.
+        if not controls or controls[0].cancelled:
+            raise KeyboardInterrupt
+        printer.notice("Stopping after the files in flight… (Ctrl+C again quits at once)")
+        controls[0].cancel()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        terminal = run_job("migrate", work, printer)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     printer.finish()
     if not isinstance(terminal, JobFinished):
         print("Error: %s" % getattr(terminal, "message", terminal), file=sys.stderr)
-        return common.EXIT_INCOMPLETE
+        return getattr(terminal, "exit_code", common.EXIT_INCOMPLETE)
     print_report(terminal.result, terminal.summary)
+    if controls and controls[0].cancelled:
+        return common.EXIT_INTERRUPTED
     return terminal.exit_code
 
 
-def print_report(result: MigrationResult, summary: str, stream: TextIO = sys.stderr) -> None:
+def print_report(result: MigrationResult, summary: str, stream: Optional[TextIO] = None) -> None:
+    stream = stream or sys.stderr
     print(summary, file=stream)
     if result.failure_summary:
         print("Failure summary (files per reason):", file=stream)

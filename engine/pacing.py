@@ -189,7 +189,7 @@ class Pacer:
                 break
             self.clock.sleep(pause, lambda: self.control.cancelled)
             waited += pause
-        if self._set_note("") and self.window is not None:
+        if self._set_note("") and self.window is not None and not self.control.cancelled:
             self.control.emit_log("notice", "The sending window %s is open: sending."
                                   % self.window.text)
         if self.limiter is not None:

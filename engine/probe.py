@@ -25,7 +25,8 @@ from pynetdicom import build_context
 
 from . import compat
 from .association import open_association, sop_class_name, transfer_syntax_name
-from .cli_common import add_destination_args, destination_from_args, settings_from_args
+from .cli_common import (add_destination_args, destination_from_args, positive_number,
+                         settings_from_args)
 from .config import Destination, Settings
 from .errors import ConfigError, DestinationUnreachable
 from .events import JobFinished, Progress
@@ -288,7 +289,7 @@ class _HeaderReader:
                  ) -> Iterator[Tuple[str, Optional[int], Optional[int]]]:
         if isinstance(source_or_paths, str):
             for batch in walk_source(source_or_paths):
-                self.problems.extend(batch.problems)
+                self.problems.extend(batch.problems + batch.skipped)
                 for entry in batch.files:
                     yield entry.path, entry.size, entry.mtime_ns
             return
@@ -509,7 +510,7 @@ def register(subparsers: Any) -> None:
                     "cannot be reached or refuses the connection.")
     parser.add_argument("source", metavar="SOURCE_DIR", help="folder holding the DICOM files")
     add_destination_args(parser)
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_number, default=30.0, metavar="SECONDS",
                         help="connection and association timeout (default: %(default)s)")
     parser.add_argument("--no-decompress", action="store_true",
                         help="check as a migration with --no-decompress would run")

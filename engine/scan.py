@@ -112,7 +112,7 @@ def scan_tree(source: str, control: Control) -> JobFinished:
     builder = _Builder(source)
     done, last = 0, 0.0
     for batch in walk_source(source):
-        builder.result.problems.extend(batch.problems)
+        builder.result.problems.extend(batch.problems + batch.skipped)
         for entry in batch.files:
             if control.cancelled:
                 return JobFinished(control.job_id, "Scan cancelled.", cancelled=True,

@@ -18,34 +18,68 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class DirBatch:
-    """The files of one directory (sorted by name), and directories that could not be read."""
+    """The files of one directory (sorted by name), entries that could not be read
+    (``problems``: they fail) and entries that are deliberately not sent (``skipped``: links,
+    devices), each as (path, reason)."""
 
     directory: str
     files: Tuple[FileEntry, ...]
     problems: Tuple[Tuple[str, str], ...] = ()
+    skipped: Tuple[Tuple[str, str], ...] = ()
 
 
-def _scan_dir(directory: str) -> Tuple[List[FileEntry], List[str], List[Tuple[str, str]]]:
+def printable(path: str) -> str:
+    """``path`` as text that can be stored and shown: bytes that are not valid UTF-8 (kept by
+    Python as lone surrogates) become \\xNN escapes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_BAD_NAME = ("The {what} name contains bytes that are not valid text (not UTF-8), so it cannot "
+             "be recorded safely{rest}: rename it (for example with convmv) and run again.")
+SYMLINK_REASON = ("Symbolic link: not followed (links can loop or lead outside the source "
+                  "folder). Copy the file it points to by including its real folder.")
+SPECIAL_REASON = "Not a regular file (a device, pipe or socket): nothing to send."
+
+
+def _scan_dir(directory: str) -> Tuple[List[FileEntry], List[str], List[Tuple[str, str]],
+                                       List[Tuple[str, str]]]:
     files: List[FileEntry] = []
     subdirs: List[str] = []
     problems: List[Tuple[str, str]] = []
+    skipped: List[Tuple[str, str]] = []
     try:
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         problems.append((directory, "This folder could not be read: %s" % (exc.strerror or exc)))
-        return files, subdirs, problems
+        return files, subdirs, problems, skipped
     for entry in entries:
         try:
-            # Symlinked folders are not followed: they can loop or leave the source tree.
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append(entry.path)
-            elif entry.is_file():
-                st = entry.stat()
+            if entry.is_symlink():
+                skipped.append((printable(entry.path), SYMLINK_REASON))
+            elif entry.is_dir(follow_symlinks=False):
+                if printable(entry.path) != entry.path:
+                    problems.append((printable(entry.path), _BAD_NAME.format(
+                        what="folder", rest=" and the files in it were not read")))
+                else:
+                    subdirs.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                if printable(entry.path) != entry.path:
+                    problems.append((printable(entry.path), _BAD_NAME.format(what="file",
+                                                                              rest="")))
+                    continue
+                st = entry.stat(follow_symlinks=False)
                 files.append(FileEntry(entry.path, st.st_size, st.st_mtime_ns))
+            else:
+                skipped.append((printable(entry.path), SPECIAL_REASON))
         except OSError as exc:
-            problems.append((entry.path, "This file could not be read: %s" % (exc.strerror or exc)))
-    return files, subdirs, problems
+            problems.append((printable(entry.path), "This file could not be read: %s"
+                             % (exc.strerror or exc)))
+    return files, subdirs, problems, skipped
 
 
 def walk_source(root: str) -> Iterator[DirBatch]:
@@ -54,11 +88,11 @@ def walk_source(root: str) -> Iterator[DirBatch]:
     stack = [root]
     while stack:
         directory = stack.pop()
-        files, subdirs, problems = _scan_dir(directory)
+        files, subdirs, problems, skipped = _scan_dir(directory)
         # Reverse so the pop order is alphabetical.
         stack.extend(reversed(subdirs))
-        if files or problems:
-            yield DirBatch(directory, tuple(files), tuple(problems))
+        if files or problems or skipped:
+            yield DirBatch(directory, tuple(files), tuple(problems), tuple(skipped))
 
 
 def iter_files(root: str) -> Iterator[FileEntry]:

@@ -58,6 +58,10 @@ class WizardApp(tk.Tk):
         self.pump.start()
         self.protocol("WM_DELETE_WINDOW", self.controller.request_close)
         self.bind_all("<Alt-KeyPress>", self._alt_key)
+        # Typing, ticking or clicking may fix what made Next refuse: check again once the
+        # widget has updated its variable, so the footer never blames a problem that is gone.
+        for sequence in ("<KeyRelease>", "<ButtonRelease-1>"):
+            self.bind_all(sequence, self._user_changed_something, add="+")
         self._fit_window()
         if notice:
             self.set_message("notice", notice)
@@ -117,6 +121,9 @@ class WizardApp(tk.Tk):
     def close_window(self) -> None:
         self.pump.stop()
         self.destroy()
+
+    def _user_changed_something(self, _event: object = None) -> None:
+        self.after_idle(self.controller.recheck)
 
     def _cancel_pressed(self) -> None:
         self.controller.request_close()

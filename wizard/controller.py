@@ -34,6 +34,7 @@ LOG = logging.getLogger(__name__)
 
 STEP_ORDER = (DiscoverStep, ConnectStep, ChooseStep, CopyStep, VerifyStep)
 CLOSE_JOIN_S = 2.0  # how long closing waits for cancelled jobs in total
+BUSY_REASON = "Please wait until the current task ends, or stop it."
 
 
 @dataclass
@@ -73,6 +74,7 @@ class WizardController:
         self.index = 0
         self._jobs: Dict[int, JobHandle] = {}
         self._owners: Dict[int, Step] = {}
+        self._refusal = ""  # why Next was refused, while the footer still says so
         self.closed = False
 
     def build(self, container: Any) -> None:
@@ -94,6 +96,7 @@ class WizardController:
         self.steps[self.index].grid_remove()
         self.index = index
         step = self.steps[index]
+        self._refusal = ""
         self.app.set_message("", "")
         step.on_enter(self.state)
         step.grid(row=0, column=0, sticky="nsew")
@@ -107,12 +110,13 @@ class WizardController:
         """Validate, confirm and leave the current step; return True when the page changed."""
         step = self.current
         if step.busy:
-            self.app.set_message("error", "Please wait until the current task ends, or stop it.")
+            self._refuse(BUSY_REASON)
             return False
         reason = step.validate()
         if reason:
-            self.app.set_message("error", reason)
+            self._refuse(reason)
             return False
+        self._refusal = ""
         if not step.confirm_leave():
             return False
         step.on_leave(self.state)
@@ -122,6 +126,28 @@ class WizardController:
             return True
         self.show(self.index + 1)
         return True
+
+    def _refuse(self, reason: str) -> None:
+        self._refusal = reason
+        self.app.set_message("error", reason)
+
+    def recheck(self) -> None:
+        """Something on the page changed: if the footer still says why Next was refused, check
+        again, and clear the complaint once it no longer applies (or say what is left)."""
+        if not self._refusal or self.closed:
+            return
+        if str(self.app.message.cget("text")) != self._refusal:
+            self._refusal = ""  # another message replaced it: leave that one alone
+            return
+        step = self.current
+        if step.busy:
+            return  # still the same reason (or about to be)
+        reason = step.validate()
+        if not reason:
+            self._refusal = ""
+            self.app.set_message("", "")
+        elif reason != self._refusal:
+            self._refuse(reason)
 
     def go_back(self) -> bool:
         if self.index == 0 or not self.current.can_go_back:
@@ -168,6 +194,7 @@ class WizardController:
             flush = getattr(step, "flush", None)
             if flush is not None:
                 flush()
+        self.recheck()  # a finished job may have removed the reason Next was refused
 
     def running_jobs(self) -> List[JobHandle]:
         return [job for job in self._jobs.values() if job.is_alive()]

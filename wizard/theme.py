@@ -79,7 +79,14 @@ def _named_font(root: tk.Misc, name: str, family: str, size: int,
     if name in tkfont.names(root=root):
         named_font(root, name).configure(family=family, size=size, weight=weight)
     else:
-        tkfont.Font(root=root, name=name, family=family, size=size, weight=weight)
+        # Keep the Font object alive: when it is garbage-collected, tkinter deletes the named
+        # font, and styles naming it silently fall back to the plain default font.
+        font = tkfont.Font(root=root, name=name, family=family, size=size, weight=weight)
+        kept = getattr(root, "_wizard_fonts", None)
+        if kept is None:
+            kept = {}
+            setattr(root, "_wizard_fonts", kept)
+        kept[name] = font
 
 
 def _base_styles(root: tk.Misc, style: ttk.Style) -> None:

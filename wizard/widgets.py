@@ -134,6 +134,10 @@ class Form(ttk.Frame):
         self._row += 2
         return widget
 
+    def error_text(self, key: str) -> str:
+        """The error shown under ``key`` ("" when none is shown)."""
+        return str(self.errors[key].cget("text"))
+
     def set_error(self, key: str, text: Optional[str]) -> None:
         label = self.errors[key]
         label.configure(text=text or "")

@@ -62,8 +62,9 @@ def test_kill_9_then_resume(tmp_path, associations):
         confirmed = {r.sop_instance_uid for _, r in store.records() if r.status == "sent"}
         store.close()
         first_run = dict(received)
-        # at most the files in flight (one per association) are unrecorded
-        assert len(confirmed) >= len(first_run) - associations
+        # Unrecorded: per association, the file in flight and at most one answer that arrived
+        # but was not yet written when the kill landed.
+        assert len(confirmed) >= len(first_run) - 2 * associations
 
         done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=120)
@@ -73,6 +74,6 @@ def test_kill_9_then_resume(tmp_path, associations):
     assert len(received) == 120  # nothing missing
     for uid in confirmed:
         assert received[uid] == 1, "a confirmed file was sent again"
-    assert sum(received.values()) - 120 <= associations  # only files in flight arrive twice
+    assert sum(received.values()) - 120 <= 2 * associations  # only those arrive twice
     assert tree_digest(src) == before
     assert b"already done in an earlier run" in done.stderr

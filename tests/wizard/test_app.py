@@ -188,3 +188,120 @@ def test_self_test_flag_without_the_module(monkeypatch: Any, capsys: Any) -> Non
 def test_each_step_has_a_title_and_intro(step_index: int) -> None:
     step = STEP_ORDER[step_index]
     assert step.title and (step.intro or step.heading)
+
+
+def _refuse_on_connect(app: Any) -> Any:
+    """Step 2 with every PACS field wrong, Next pressed: red lines and the footer complaint."""
+    c = app.controller
+    c.go_next()
+    conn = c.current
+    for key, value in (("host", ""), ("port", "abc"), ("called", "")):
+        conn.vars[key].set(value)
+    assert not c.go_next()
+    assert "correct" in app.message.cget("text")
+    assert all(conn.form.error_text(k) for k in ("host", "port", "called"))
+    return conn
+
+
+def test_practice_fill_clears_field_errors_and_the_footer(make_app: Any) -> None:
+    app = make_app()
+    conn = _refuse_on_connect(app)
+    conn.test_connection()  # refused too: the banner repeats the complaint
+    assert conn.banner.kind == "Bad"
+    conn.start_practice()
+    wait_until(lambda: conn.receiver is not None, app, what="receiver")
+    app.update()
+    assert not any(conn.form.error_text(k) for k in conn.form.errors), {
+        k: conn.form.error_text(k) for k in conn.form.errors}
+    assert not any(label.winfo_ismapped() for label in conn.form.errors.values())
+    assert app.message.cget("text") == ""
+    conn.test_connection()
+    wait_until(lambda: conn.banner.kind == "Good", app, what="echo to the practice receiver")
+    assert app.message.cget("text") == ""
+    conn.stop_practice()
+
+
+def test_editing_a_field_revalidates_only_what_was_flagged(make_app: Any) -> None:
+    app = make_app()
+    conn = _refuse_on_connect(app)
+    conn.vars["host"].set("pacs.example")
+    assert conn.form.error_text("host") == ""
+    assert "number" in conn.form.error_text("port")  # still wrong: still red
+    assert "correct" in app.message.cget("text")     # and the footer still says so
+    conn.vars["port"].set("99999")                   # still wrong, for another reason
+    assert "65535" in conn.form.error_text("port")
+    conn.vars["port"].set("104")
+    conn.vars["called"].set("NEWPACS")
+    assert not any(conn.form.error_text(k) for k in conn.form.errors)
+    assert app.message.cget("text") == ""
+    # A field that was never flagged is not flagged while typing either.
+    conn.vars["calling"].set("")
+    assert conn.form.error_text("calling") == ""
+
+
+def test_a_pacs_picked_in_step_1_clears_old_field_errors(make_app: Any) -> None:
+    from engine.events import NodeFound
+
+    app = make_app()
+    c = app.controller
+    conn = _refuse_on_connect(app)
+    assert c.go_back()
+    c.state.chosen_node = NodeFound(job_id=0, host="10.1.2.3", port=11112, dicom=True,
+                                    accepted_aet="NEWPACS")
+    assert c.go_next() and c.current is conn
+    assert conn.vars["host"].get() == "10.1.2.3"
+    assert not any(conn.form.error_text(k) for k in conn.form.errors)
+    assert app.message.cget("text") == ""
+
+
+def test_footer_complaint_goes_once_the_user_fixes_it(make_app: Any, tmp_path: Path) -> None:
+    app = make_app()
+    c = app.controller
+    c.go_next()
+    for key, value in (("host", "pacs.example"), ("port", "104"), ("called", "NEWPACS")):
+        c.current.vars[key].set(value)
+    assert c.go_next()
+    choose = c.current
+    assert not c.go_next() and "Choose the folder" in app.message.cget("text")
+    (tmp_path / "images").mkdir()
+    choose.folder.set(str(tmp_path / "images"))
+    choose.folder_entry.event_generate("<KeyRelease>", keysym="s")  # as if typed
+    wait_until(lambda: "Choose the folder" not in app.message.cget("text"), app, timeout=5,
+               what="the footer to drop the folder complaint")
+    assert app.message.cget("text") == (choose.validate() or "")  # only what is still true
+
+
+def test_every_column_heading_is_readable_at_1024x768(make_app: Any) -> None:
+    from tkinter import ttk
+
+    from wizard import theme
+
+    # 96 dpi, as on a 100% Windows screen. (Tk keeps "tk scaling" per display, so without
+    # this an earlier test's 150% app would leave its scaling behind.)
+    app = make_app(scaling=96 / 72)
+    app.geometry("1024x700")
+    app.update()
+    style = ttk.Style(app)
+    font = theme.named_font(app, str(style.lookup("Treeview.Heading", "font")))
+    pad = theme.ems(app, 0.2)
+
+    def trees(widget: Any) -> List[Any]:
+        found = []
+        for child in widget.winfo_children():
+            if isinstance(child, ttk.Treeview):
+                found.append(child)
+            found.extend(trees(child))
+        return found
+
+    cut = []
+    for index in range(len(STEP_ORDER)):
+        app.controller.show(index)
+        app.update()
+        for tree in trees(app.controller.current):
+            ids = list(tree["columns"]) + (["#0"] if "tree" in str(tree.cget("show")) else [])
+            for cid in ids:
+                text = str(tree.heading(cid, "text"))
+                need = font.measure(text) + 2 * pad + 4  # text, padding, borders
+                if need > int(tree.column(cid, "width")):
+                    cut.append((STEP_ORDER[index].title, text, tree.column(cid, "width"), need))
+    assert not cut, cut

@@ -145,6 +145,12 @@ def copy_retry_export(app: Any, dialogs: ScriptedDialogs, pacs: ScriptedPACS, cl
     assert copy.banner.kind == "Warn" and "Retry failed" in copy.banner.text
     assert "Source check" in copy.banner.text
     assert copy.retry_button.instate(["!disabled"])
+    # The run ended normally: the highlight (and the focus) moves to Retry failed; the start
+    # button says what pressing it again would do.
+    assert str(copy.retry_button.cget("style")) == "Accent.TButton"
+    assert str(copy.start_button.cget("style")) != "Accent.TButton"
+    assert copy.start_button.cget("text") == "Copy new or changed files"
+    assert app.focus_get() is copy.retry_button
     copy.retry_failed()
     wait_until(lambda: idle(copy) and c.state.migration is not None, app, timeout=60,
                what="retry")
@@ -152,6 +158,7 @@ def copy_retry_export(app: Any, dialogs: ScriptedDialogs, pacs: ScriptedPACS, cl
     for name in FAIL_FIRST:
         assert pacs.attempts[sop_uid_of(path_of(clinic, name))] == 2
     assert len(copy.reasons.tree.get_children()) == 1
+    assert str(copy.retry_button.cget("style")) == "Accent.TButton"  # one still failed
     csv_path = tmp_path / "audit.csv"
     dialogs.paths.append(str(csv_path))
     copy.export_csv()
@@ -235,6 +242,10 @@ def test_cancel_while_copying_then_continue(make_app: Any, clinic: Path, tmp_pat
         assert copy.work_state == "cancelling"
         wait_until(lambda: idle(copy), app, timeout=30, what="stop")
         assert "Stopped by you" in copy.banner.text
+        # Stopped: continuing is the natural next step, so it stays the highlighted button.
+        assert copy.start_button.cget("text") == "Continue copying"
+        assert str(copy.start_button.cget("style")) == "Accent.TButton"
+        assert "Continue copying" in copy.banner.text
         first = c.state.migration
         assert first.stopped == "cancelled"
         sent_first = first.counts.get("sent", 0)
@@ -245,6 +256,12 @@ def test_cancel_while_copying_then_continue(make_app: Any, clinic: Path, tmp_pat
         assert all(n == 1 for n in server.attempts.values()), server.attempts
         done = sum(1 for n in server.attempts.values())
         assert done == len(server.stored) and done >= len(CLINIC_FILES) - 1
+        # Finished with nothing failed: no highlighted copy button, the focus is on Next.
+        assert not c.state.migration.counts.get("failed")
+        assert copy.start_button.cget("text") == "Copy new or changed files"
+        assert str(copy.start_button.cget("style")) == "TButton"
+        assert str(copy.retry_button.cget("style")) == "TButton"
+        assert app.focus_get() is app.next_button
     finally:
         server.stop()
 

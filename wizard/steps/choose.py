@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EVERYTHING, SCAN = "everything", "scan"
 PROBE_COLUMNS = (("sop", "Kind of image", 12), ("ts", "Stored as", 10), ("files", "Files", 4),
-                 ("action", "What happens", 9), ("why", "Why", 14))
+                 ("action", "What happens", 10), ("why", "Why", 13))
 PROBLEM_COLUMNS = (("path", "File", 24), ("reason", "Why it cannot be copied", 24))
 ACTION_TAGS = {"as is": "ok", "decompress": "warn", "refused": "bad"}
 ACTION_WORDS = {"as is": "sent as is", "decompress": "decompressed first",
@@ -150,8 +150,9 @@ class ChooseStep(Step):
         folder = self.folder.get().strip()
         if not folder or not os.path.isdir(folder):
             return "Choose the folder that holds the images (use Browse…)."
-        work = os.path.abspath(self.controller.state.work_dir)
-        if os.path.commonpath([work, os.path.abspath(folder)]) == os.path.abspath(folder):
+        work = os.path.realpath(self.controller.state.work_dir)
+        real = os.path.realpath(folder)  # links must not hide the work folder in the source
+        if os.path.commonpath([work, real]) == real:
             return ("The work folder (Advanced settings) is inside this folder, but the "
                     "source is never written to. Choose another work folder.")
         if self.mode.get() == SCAN:
@@ -187,6 +188,7 @@ class ChooseStep(Step):
         if self._resume_after is not None:
             self.after_cancel(self._resume_after)
         self._resume_after = self.after(400, self._check_resume)
+        self.controller.recheck()  # e.g. a folder picked with Browse… answers "choose a folder"
 
     def _mode_changed(self) -> None:
         scanning = self.mode.get() == SCAN

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..controller import WizardState
 
 PRACTICE_AET = "PRACTICE"
+FIX_FIELDS = "Please correct the highlighted fields first."
 
 
 class ConnectStep(Step):
@@ -115,7 +116,7 @@ class ConnectStep(Step):
         for key in self.form.errors:
             self.form.set_error(key, problems.get(key))
         if problems:
-            return "Please correct the highlighted fields first."
+            return FIX_FIELDS
         try:
             self.destination()
         except ConfigError as exc:
@@ -148,8 +149,18 @@ class ConnectStep(Step):
         return "|".join(var.get().strip() for var in self.vars.values())
 
     def _fields_changed(self) -> None:
+        """Any field was written, by the user or by the program (practice receiver, a PACS
+        picked in step 1, saved settings): errors already shown are checked again, so a fixed
+        field loses its red line at once. New errors wait for Test connection or Next."""
+        problems = self.field_problems()
+        for key in self.form.errors:
+            if self.form.error_text(key):
+                self.form.set_error(key, problems.get(key))
+        if not problems and self.banner.kind == "Bad" and self.banner.text == FIX_FIELDS:
+            self.banner.hide()
         if self._echo is not None and self._echo_key != self._key():
             self.banner.show("Info", "The details changed. Press Test connection again.")
+        self.controller.recheck()
 
     def test_connection(self) -> None:
         if self.busy:
@@ -158,6 +169,7 @@ class ConnectStep(Step):
         if reason:
             self.banner.show("Bad", reason)
             return
+        self.controller.recheck()  # the fields are fine now: drop an old complaint
         self.controller.update_prefs(calling_aet=self.vars["calling"].get().strip())
         work = services.echo_work(self.destination(), self.controller.state.settings)
         self._echo_key = self._key()
@@ -185,6 +197,7 @@ class ConnectStep(Step):
             self.banner.show("Bad", "The test could not run: %s" % event.message)
             return
         self._echo = event.result  # type: ignore[attr-defined]
+        self.controller.recheck()
         if self._echo.ok:
             self.banner.show("Good", "Connection works: the PACS answered in %d ms. Press Next."
                              % round(self._echo.elapsed_ms or 0))

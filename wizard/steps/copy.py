@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..controller import WizardState
 
 RESULT_COLUMNS = (("path", "File", 13), ("patient", "Patient", 8), ("status", "Result", 7),
-                  ("message", "Message", 13), ("uid", "SOP Instance UID", 10))
+                  ("message", "Message", 12), ("uid", "SOP Instance UID", 11))
 REASON_COLUMNS = (("reason", "Reason", 40), ("count", "Files", 6))
 OUTCOME_TAGS = {Outcome.SENT: "ok", Outcome.WARNING: "warn", Outcome.SKIPPED: "muted",
                 Outcome.FAILED: "bad"}
@@ -41,6 +41,7 @@ class CopyStep(Step):
         self._paused = False
         self._reasons: Counter[str] = collections.Counter()
         self._run_key = ""
+        self._ended = ""  # how the last run ended: "", "complete" or "interrupted"
         ttk.Label(body, text=BADGE, style="Badge.TLabel",
                   padding=(theme.ems(self, 0.6), theme.ems(self, 0.25))).pack(anchor="w")
         self.route = WrapLabel(body, text="")
@@ -108,6 +109,7 @@ class CopyStep(Step):
         if key != self._run_key and not self.busy:
             self._run_key = key
             self._reset_view()
+            self._ended = ""
             state.migration = None
         self._set_buttons()
         if state.start_copy_now:
@@ -141,6 +143,7 @@ class CopyStep(Step):
             window=prefs.time_window())
         self._reset_view()
         self._job_kind = "retry" if retry_failed else "copy"
+        self._ended = ""
         self._job = self.controller.start_job(self._job_kind, work, self)
         self._paused = False
         self.banner.show("Busy", "Retrying the files that failed…" if retry_failed else
@@ -243,11 +246,14 @@ class CopyStep(Step):
         self.flush()
         self.set_work_state(DONE if isinstance(event, JobFinished) else IDLE)
         if isinstance(event, JobFailed):
+            self._ended = "interrupted"
             self.banner.show("Bad", "The copy stopped: %s" % event.message)
             self._set_buttons()
             return
         result = event.result  # type: ignore[attr-defined]
         self.controller.state.migration = result
+        self._ended = ("interrupted" if event.cancelled  # type: ignore[attr-defined]
+                       or getattr(result, "stopped", "") else "complete")
         self._show_reasons(result.failure_summary)
         kind, text = self._verdict(event, result)
         if result.integrity_line:
@@ -255,7 +261,13 @@ class CopyStep(Step):
         self.banner.show(kind, text)
         self.current.configure(text="")
         self._set_buttons()
-        self.start_button.focus_set()
+        # Focus the natural next action: continue, retry the failures, or go on to step 5.
+        if self._ended == "interrupted":
+            self.start_button.focus_set()
+        elif self.retry_button.instate(["!disabled"]):
+            self.retry_button.focus_set()
+        else:
+            self.controller.app.next_button.focus_set()
 
     def _verdict(self, event: Any, result: Any) -> Tuple[str, str]:
         counts = result.counts or event.counts or {}
@@ -272,7 +284,7 @@ class CopyStep(Step):
                 bad, "file")
         stopped = getattr(result, "stopped", "")
         if event.cancelled or stopped == "cancelled":
-            return "Warn", "Stopped by you. " + text + ". Press Start copying to continue."
+            return "Warn", "Stopped by you. " + text + ". Press Continue copying to go on."
         if stopped:
             return "Bad", "The PACS could not be reached: %s. %s." % (stopped, text)
         return ("Good" if not bad else "Warn"), text + ". Press Next to check the result."
@@ -307,4 +319,18 @@ class CopyStep(Step):
                                 (self.export_button, not self.busy and has_run)):
             button.state(["!disabled"] if enabled else ["disabled"])
         self.pause_button.configure(text="Resume" if self._paused else "Pause")
-        self.start_button.configure(text="Continue copying" if has_run else "Start copying")
+        # After a complete run the start button is only for files added or changed since, and
+        # the highlight moves to what comes next: Retry failed when something failed, else the
+        # Next button in the bar. After a Stop (or a lost PACS), continuing is the next step.
+        if self.busy:
+            return  # both are disabled meanwhile: keep their looks until the run ends
+        complete = has_run and self._ended == "complete"
+        if complete:
+            text = "Copy new or changed files"
+        elif has_run or self._ended == "interrupted":
+            text = "Continue copying"
+        else:
+            text = "Start copying"
+        self.start_button.configure(text=text,
+                                    style="TButton" if complete else "Accent.TButton")
+        self.retry_button.configure(style="Accent.TButton" if complete and failed else "TButton")

@@ -15,8 +15,9 @@ from .base import CANCELLING, DONE, IDLE, WORKING, Step
 if TYPE_CHECKING:  # pragma: no cover
     from ..controller import WizardState
 
-COLUMNS = (("host", "Computer", 8), ("port", "Port", 3.5), ("dicom", "Answers DICOM?", 7.5),
-           ("aet", "Accepted AE title", 8.5), ("ms", "Reply", 3.5), ("detail", "Notes", 12))
+# Widths in ems; every heading must stay readable at 1024x768 (see test_app.py).
+COLUMNS = (("host", "Computer", 8), ("port", "Port", 3.5), ("dicom", "DICOM?", 7),
+           ("aet", "Accepted AE title", 9), ("ms", "Reply", 3.5), ("detail", "Notes", 12))
 
 
 def guess_subnet() -> str:
