@@ -136,6 +136,9 @@ def bench_orthanc(tmp: Path, count: int, streams_list: Sequence[int]) -> None:
                          files, nbytes, secs))
     print("\nOrthanc 1.10 (SQLite index), %d files of 64x64 CT, %.1f MB" % (files, nbytes / 1e6))
     report(rows, rows[0][0])
+    # Rows come in pairs per parallelism: storescu xN, then ours with N associations.
+    for (ref_name, _, _, ref_s), (name, _, _, secs) in zip(rows[::2], rows[1::2]):
+        print("  equal parallelism: %s is %.2fx %s" % (name, ref_s / secs, ref_name))
 
 
 def bench_memory(tmp: Path, count: int) -> None:
