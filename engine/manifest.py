@@ -9,6 +9,7 @@ import datetime as _dt
 import json
 import os
 import sqlite3
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -82,8 +83,16 @@ class Known:
     status: str
 
 
+_stamp = [0, ""]  # (whole second, its text): formatting once per second, not once per file
+
+
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+    second = int(time.time())
+    if second != _stamp[0]:
+        _stamp[1] = _dt.datetime.fromtimestamp(second, _dt.timezone.utc).astimezone().isoformat(
+            timespec="seconds")
+        _stamp[0] = second
+    return str(_stamp[1])
 
 
 def manifest_path(work_dir: str) -> Path:

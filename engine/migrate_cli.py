@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
         printer.notice("Stopping after the files in flight… (Ctrl+C again quits at once)")
         controls[0].cancel()
 
+    # Sender threads wait on the network and need the GIL back quickly when an answer arrives;
+    # a 1 ms switch interval (default 5 ms) measured about 4% more files/s into Orthanc.
+    sys.setswitchinterval(0.001)
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         terminal = run_job("migrate", work, printer)
