@@ -24,7 +24,14 @@ def data_dir() -> Path:
     return base
 
 
-def default_work_dir() -> Path:
+def default_work_dir(create: bool = True) -> Path:
+    """``create=False`` only names it: a migration first checks it is not inside the source."""
+    if not create and override is None:
+        if sys.platform == "win32":
+            base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+            return base / APP_DIR_NAME / "work"
+        xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(xdg) / APP_DIR_NAME.lower() / "work"
     path = data_dir() / "work"
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -110,7 +110,7 @@ def _run(kind: str, work: Callable[[Control], JobFinished], control: Control,
             exc, DestinationUnreachable) else 1
         terminal = JobFailed(control.job_id, str(exc), "", code)
     except OSError as exc:  # a folder we cannot create or write: the user can fix that
-        LOG.error("Job %s (%s) failed", control.job_id, kind, exc_info=True)
+        LOG.debug("Job %s (%s) failed", control.job_id, kind, exc_info=True)
         terminal = JobFailed(control.job_id, _os_error_text(exc), traceback.format_exc(), 2)
     except Exception as exc:  # every job ends with one terminal event, whatever happened
         LOG.error("Job %s (%s) failed", control.job_id, kind, exc_info=True)

@@ -23,7 +23,7 @@ from .pacing import Clock, Pacer
 from .pool import SenderPool
 from .worklock import WorkLock
 from .sender import SendResult
-from .walk import FileEntry, iter_files, walk_source
+from .walk import BAD_NAME_MARK, FileEntry, iter_files, walk_source
 
 BATCH_MAX_WAIT_S = 1.0  # the first file of a batch never waits longer than this for the rest
 PROGRESS_EVERY_S = 0.25
@@ -64,7 +64,7 @@ def run_migration(source: str, dest: Destination, settings: Settings, control: C
     source = os.path.abspath(source)
     if not os.path.isdir(source):
         raise ConfigError("The source folder %s does not exist or is not a folder." % source)
-    work = os.path.abspath(work_dir or str(dirs.default_work_dir()))
+    work = os.path.abspath(work_dir or str(dirs.default_work_dir(create=False)))
     # realpath: a symbolic link must not smuggle the work folder into the source tree
     real_source = os.path.realpath(source)
     if os.path.commonpath([os.path.realpath(work), real_source]) == real_source:
@@ -152,7 +152,8 @@ class _Migration:
     # -- what to send ---------------------------------------------------------------------
     def _candidates(self) -> Iterator[FileEntry]:
         if self.retry_failed:
-            yield from self._from_paths(self.store.failed_paths(self.dest.key, self.source))
+            yield from self._from_paths([p for p in self.store.failed_paths(
+                self.dest.key, self.source) if not p.endswith(BAD_NAME_MARK)])
         elif self.only_paths is not None:
             yield from self._from_paths(sorted(self.only_paths))
         else:

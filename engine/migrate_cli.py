@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -107,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         # First Ctrl+C: a clean stop (files in flight finish, the manifest stays consistent,
         # the report is printed). A second one quits at once.
         if not controls or controls[0].cancelled:
-            raise KeyboardInterrupt
+            # Quit now even if a thread is stuck in a network call; SQLite keeps every
+            # committed row, and unrecorded files are simply sent again next time.
+            printer.notice("Stopped at once. Re-run the same command to continue.")
+            os._exit(common.EXIT_INTERRUPTED)
         printer.notice("Stopping after the files in flight… (Ctrl+C again quits at once)")
         controls[0].cancel()
 

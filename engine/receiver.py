@@ -462,7 +462,7 @@ def start_receiver(port: int, out_dir: Optional[str] = None, aet: str = "PRACTIC
         receiver._server = ae.start_server((host, port), block=False, evt_handlers=handlers)
     except OSError as exc:
         _use_unrestricted_storage(False)
-        raise UserFacingError("Cannot receive on %s port %d (%s). Pick another port, such as "
+        raise ConfigError("Cannot receive on %s port %d (%s). Pick another port, such as "
                               "11112, or close the program that uses this one."
                               % (host, port, exc.strerror or exc))
     receiver.host, receiver.port = host, int(receiver._server.server_address[1])

@@ -28,6 +28,9 @@ class DirBatch:
     skipped: Tuple[Tuple[str, str], ...] = ()
 
 
+BAD_NAME_MARK = " [name is not valid UTF-8]"  # no real file name can collide with the escape
+
+
 def printable(path: str) -> str:
     """``path`` as text that can be stored and shown: bytes that are not valid UTF-8 (kept by
     Python as lone surrogates) become \\xNN escapes."""
@@ -63,14 +66,14 @@ def _scan_dir(directory: str) -> Tuple[List[FileEntry], List[str], List[Tuple[st
                 skipped.append((printable(entry.path), SYMLINK_REASON))
             elif entry.is_dir(follow_symlinks=False):
                 if printable(entry.path) != entry.path:
-                    problems.append((printable(entry.path), _BAD_NAME.format(
+                    problems.append((printable(entry.path) + BAD_NAME_MARK, _BAD_NAME.format(
                         what="folder", rest=" and the files in it were not read")))
                 else:
                     subdirs.append(entry.path)
             elif entry.is_file(follow_symlinks=False):
                 if printable(entry.path) != entry.path:
-                    problems.append((printable(entry.path), _BAD_NAME.format(what="file",
-                                                                              rest="")))
+                    problems.append((printable(entry.path) + BAD_NAME_MARK,
+                                     _BAD_NAME.format(what="file", rest="")))
                     continue
                 st = entry.stat(follow_symlinks=False)
                 files.append(FileEntry(entry.path, st.st_size, st.st_mtime_ns))

@@ -14,7 +14,7 @@ import pytest
 
 from engine.cli import main
 from engine.errors import ConfigError
-from engine.walk import SPECIAL_REASON, SYMLINK_REASON
+from engine.walk import BAD_NAME_MARK, SPECIAL_REASON, SYMLINK_REASON
 from engine.worklock import WorkLock
 from tests import corpus
 from tests.engine.helpers import by_name, migrate, records
@@ -49,18 +49,24 @@ def test_links_pipes_and_undecodable_names_get_a_status(
     assert rows["link.dcm"].status == "skipped" and rows["link.dcm"].message == SYMLINK_REASON
     assert rows["dangling.dcm"].status == "skipped"
     assert rows["pipe"].status == "skipped" and rows["pipe"].message == SPECIAL_REASON
-    assert rows["bad\\xff\\xfename.dcm"].status == "failed"
-    assert "not valid text" in rows["bad\\xff\\xfename.dcm"].message
-    assert rows["dir\\xfe"].status == "failed" and "folder" in rows["dir\\xfe"].message
+    bad_file = "bad\\xff\\xfename.dcm" + BAD_NAME_MARK
+    bad_dir = "dir\\xfe" + BAD_NAME_MARK
+    assert rows[bad_file].status == "failed" and "not valid text" in rows[bad_file].message
+    assert rows[bad_dir].status == "failed" and "folder" in rows[bad_dir].message
     assert {r.status for n, r in rows.items() if n.startswith("im")} == {"sent"}
     assert terminal.exit_code == 1 and result.counts["sent"] == 3
     # A second run resumes without tripping over the same names.
     _, _, again = migrate(src, peer.port, peer.aet, tmp_path / "w")
     assert again.exit_code == 1 and len(records(tmp_path / "w")) == len(rows)
+    # Retrying failures leaves them alone (renaming is the fix) and raises no false alarm.
+    retried, _, _ = migrate(src, peer.port, peer.aet, tmp_path / "w", retry_failed=True)
+    assert "Originals intact" in retried.integrity_line and not retried.counts.get("failed")
+    assert by_name(tmp_path / "w")[bad_file].message == rows[bad_file].message
     assert corpus.tree_digest(src) == before
     code = main(["export-csv", "--work-dir", str(tmp_path / "w"), "--out",
                  str(tmp_path / "audit.csv")])
-    assert code == 0 and "bad\\xff\\xfename.dcm" in (tmp_path / "audit.csv").read_text("utf-8-sig")
+    audit = (tmp_path / "audit.csv").read_text("utf-8-sig")
+    assert code == 0 and bad_file in audit and audit.count("\n") == len(rows) + 1
 
 
 def test_work_folder_reached_through_a_link_is_refused(tmp_path: Path) -> None:
@@ -71,6 +77,21 @@ def test_work_folder_reached_through_a_link_is_refused(tmp_path: Path) -> None:
                  "--work-dir", str(tmp_path / "alias" / "work")])
     assert code == 2
     assert corpus.tree_digest(src) == before and not (src / "work").exists()
+
+
+def test_default_work_folder_is_not_created_inside_the_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that contains the home folder: refuse before writing anything there."""
+    from engine import dirs
+
+    home = _store(tmp_path / "home")
+    monkeypatch.setattr(dirs, "override", None)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    before = corpus.tree_digest(home)
+    code = main(["migrate", str(home), "--host", "127.0.0.1", "--port", "1", "--called-aet", "X"])
+    assert code == 2 and corpus.tree_digest(home) == before
+    assert not (home / ".local").exists()
 
 
 def test_one_run_per_work_folder(tmp_path: Path) -> None:
