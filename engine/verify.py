@@ -8,6 +8,7 @@ one series at a time so every answer stays small. The C-FIND mechanics live in `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import os
@@ -24,6 +25,7 @@ from .errors import ConfigError
 from .events import JobFinished, LogLine, Progress, StudyVerified
 from .jobs import Control
 from .manifest import DONE_STATES, ManifestStore, manifest_path
+from .worklock import WorkLock
 
 MATCH, MISMATCH, MISSING = "MATCH", "MISMATCH", "MISSING"
 CHUNK = 50  # SOP Instance UIDs asked about in one targeted query
@@ -281,7 +283,10 @@ def verify(work_dir: str, dest: Destination, settings: Settings, control: Contro
     DestinationUnreachable (FindRefused) when the destination cannot be queried at all.
     ``source`` is accepted for symmetry with the other jobs and not needed here.
     """
-    studies, no_study, known = _load_expected(os.path.abspath(work_dir), dest)
+    work = os.path.abspath(work_dir)
+    # A copy still running would give a false MATCH; a missing folder is reported by the load.
+    with WorkLock(work) if os.path.isdir(work) else contextlib.nullcontext():
+        studies, no_study, known = _load_expected(work, dest)
     result = VerifyResult(destination=dest.key, unchecked=no_study)
     _pre_notes(result, studies, no_study, known, dest)
     if studies:
@@ -401,7 +406,8 @@ def resend_missing(work_dir: str, dest: Destination, settings: Settings, control
         store.close()
     control.emit_log("info", "Sending %s again from %s."
                      % (plural(len(paths), "missing file"), folder))
-    return run_migration(folder, dest, settings, control, work_dir=work, retry_failed=True,
+    # only_paths: exactly the missing files, not older failures of other files
+    return run_migration(folder, dest, settings, control, work_dir=work, only_paths=paths,
                          associations=associations)
 
 
