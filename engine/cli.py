@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 from .cli_common import EXIT_USAGE, setup_logging
-from .errors import ConfigError, DestinationUnreachable, UserFacingError
+from .errors import ConfigError, DestinationUnreachable, UserFacingError, describe_os_error
 from .cli_common import EXIT_UNREACHABLE
 
 # Sub-command modules, in the order ``--help`` lists them.
@@ -64,9 +64,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("Error: %s" % exc, file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. an output folder that does not exist or cannot be written
-        where = " (%s)" % exc.filename if exc.filename else ""
-        print("Error: the computer refused a file operation%s: %s. Check the path and that you "
-              "may write there." % (where, exc.strerror or exc), file=sys.stderr)
+        print("Error: %s" % describe_os_error(exc), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\nStopped by the user.", file=sys.stderr)

@@ -267,7 +267,7 @@ class DirectLink:
         self._closed("aborted", "The connection to the destination was aborted.")
 
     def _lost(self, why: str) -> None:
-        self._closed("aborted", "The connection to the destination was aborted.")
+        self._closed("aborted", "The connection to the destination ended: %s." % why)
 
     def _send_quietly(self, data: bytes) -> None:
         try:

@@ -11,7 +11,7 @@ import threading
 import traceback
 from typing import Callable, Optional
 
-from .errors import ConfigError, DestinationUnreachable, UserFacingError
+from .errors import ConfigError, DestinationUnreachable, UserFacingError, describe_os_error
 from .events import EngineEvent, JobFailed, JobFinished, JobStarted, LogLine, Sink
 
 LOG = logging.getLogger(__name__)
@@ -111,18 +111,12 @@ def _run(kind: str, work: Callable[[Control], JobFinished], control: Control,
         terminal = JobFailed(control.job_id, str(exc), "", code)
     except OSError as exc:  # a folder we cannot create or write: the user can fix that
         LOG.debug("Job %s (%s) failed", control.job_id, kind, exc_info=True)
-        terminal = JobFailed(control.job_id, _os_error_text(exc), traceback.format_exc(), 2)
+        terminal = JobFailed(control.job_id, describe_os_error(exc), traceback.format_exc(), 2)
     except Exception as exc:  # every job ends with one terminal event, whatever happened
         LOG.error("Job %s (%s) failed", control.job_id, kind, exc_info=True)
         terminal = JobFailed(control.job_id, "Unexpected error: %s" % exc, traceback.format_exc())
     control.emit(terminal)
     return terminal
-
-
-def _os_error_text(exc: OSError) -> str:
-    where = " (%s)" % exc.filename if exc.filename else ""
-    return "The computer refused a file operation%s: %s. Check the folder names and that you " \
-        "may write there." % (where, exc.strerror or exc)
 
 
 def start_job(kind: str, work: Callable[[Control], JobFinished], sink: Sink,

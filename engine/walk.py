@@ -61,27 +61,27 @@ def _scan_dir(directory: str) -> Tuple[List[FileEntry], List[str], List[Tuple[st
         problems.append((directory, "This folder could not be read: %s" % (exc.strerror or exc)))
         return files, subdirs, problems, skipped
     for entry in entries:
+        shown = printable(entry.path)
         try:
             if entry.is_symlink():
-                skipped.append((printable(entry.path), SYMLINK_REASON))
+                skipped.append((shown, SYMLINK_REASON))
             elif entry.is_dir(follow_symlinks=False):
-                if printable(entry.path) != entry.path:
-                    problems.append((printable(entry.path) + BAD_NAME_MARK, _BAD_NAME.format(
+                if shown != entry.path:
+                    problems.append((shown + BAD_NAME_MARK, _BAD_NAME.format(
                         what="folder", rest=" and the files in it were not read")))
                 else:
                     subdirs.append(entry.path)
             elif entry.is_file(follow_symlinks=False):
-                if printable(entry.path) != entry.path:
-                    problems.append((printable(entry.path) + BAD_NAME_MARK,
+                if shown != entry.path:
+                    problems.append((shown + BAD_NAME_MARK,
                                      _BAD_NAME.format(what="file", rest="")))
                     continue
                 st = entry.stat(follow_symlinks=False)
                 files.append(FileEntry(entry.path, st.st_size, st.st_mtime_ns))
             else:
-                skipped.append((printable(entry.path), SPECIAL_REASON))
+                skipped.append((shown, SPECIAL_REASON))
         except OSError as exc:
-            problems.append((printable(entry.path), "This file could not be read: %s"
-                             % (exc.strerror or exc)))
+            problems.append((shown, "This file could not be read: %s" % (exc.strerror or exc)))
     return files, subdirs, problems, skipped
 
 

@@ -62,6 +62,20 @@ def set_advanced(app: Any, **values: str) -> None:
     assert not dialog.winfo_exists()
 
 
+def to_copy_step(app: Any, server: ScriptedPACS, clinic: Path) -> Any:
+    """From step 1 to the Copy step: skip discovery, connect to ``server``, copy all of
+    ``clinic`` without a scan."""
+    c = app.controller
+    c.go_next()
+    conn = c.current
+    for key, value in (("host", "127.0.0.1"), ("port", str(server.port)), ("called", "TESTPACS")):
+        conn.vars[key].set(value)
+    assert c.go_next()
+    c.current.folder.set(str(clinic))
+    assert c.go_next()
+    return c.current
+
+
 def idle(step: Any) -> bool:
     return not step.busy
 
@@ -222,15 +236,7 @@ def test_cancel_while_copying_then_continue(make_app: Any, clinic: Path, tmp_pat
         app = make_app()
         c = app.controller
         set_advanced(app, retries="0", work_dir=str(tmp_path / "work"))
-        c.go_next()
-        conn = c.current
-        for key, value in (("host", "127.0.0.1"), ("port", str(server.port)),
-                           ("called", "TESTPACS")):
-            conn.vars[key].set(value)
-        assert c.go_next()
-        c.current.folder.set(str(clinic))
-        assert c.go_next()
-        copy = c.current
+        copy = to_copy_step(app, server, clinic)
         copy.start()
         assert copy.busy and not app.next_button.instate(["!disabled"])
         assert not c.go_back()  # no leaving mid-copy
@@ -312,15 +318,7 @@ def test_sending_window_waits_visibly_and_cancels(make_app: Any, clinic: Path,
         c = app.controller
         set_advanced(app, work_dir=str(tmp_path / "work"), window=window, max_mbps="5")
         assert c.state.prefs.time_window() == window and c.state.prefs.rate_cap() == 5.0
-        c.go_next()
-        conn = c.current
-        for key, value in (("host", "127.0.0.1"), ("port", str(server.port)),
-                           ("called", "TESTPACS")):
-            conn.vars[key].set(value)
-        assert c.go_next()
-        c.current.folder.set(str(clinic))
-        assert c.go_next()
-        copy = c.current
+        copy = to_copy_step(app, server, clinic)
         copy.start()
         wait_until(lambda: "waiting until %s" % opens.strftime("%H:%M")
                    in copy.current.cget("text"), app, timeout=30, what="waiting notice")
