@@ -5,7 +5,6 @@ nothing we look at can change the bytes that are sent.
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import struct
@@ -15,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from pydicom import dcmread
 
 from . import compat
-from .structure import ALL_VRS, LONG_VRS, check_structure
+from .structure import ALL_VRS, LONG_VRS, check_buffer, check_structure
 from .events import Outcome
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -250,8 +249,10 @@ class _Unusual(Exception):
 
 
 def _fast_read(path: str, size: int, mtime_ns: int, problem: Any) -> Optional[HeaderResult]:
-    with open(path, "rb") as fp:
-        whole = size <= _WHOLE_FILE
+    whole = size <= _WHOLE_FILE
+    # a small file is read whole in one unbuffered read; a large one buffered, because the
+    # truncation walk then reads it element by element
+    with open(path, "rb", buffering=0 if whole else -1) as fp:
         buf = fp.read() if whole else fp.read(_HEAD_READ)
         if buf[128:132] != b"DICM":
             return None
@@ -270,7 +271,7 @@ def _fast_read(path: str, size: int, mtime_ns: int, problem: Any) -> Optional[He
             values = _fast_values(raw)
         except _Unusual:
             return None
-        trouble = check_structure(io.BytesIO(buf) if whole else fp, start, size, True)
+        trouble = check_buffer(buf, start, size) if whole else check_structure(fp, start, size)
     meta_text = {k: meta.get(k, "") for k in _META_KEYWORDS}
     return _verdict(values, meta_text, len(raw), path, size, mtime_ns, True, trouble,
                     implicit, True, problem, start)
@@ -390,13 +391,13 @@ def _fast_values(raw: Dict[str, bytes]) -> Dict[str, str]:
 
 
 def _ascii(data: bytes) -> str:
-    if max(data, default=0) >= 0x80:
+    if not data.isascii():
         raise _Unusual()
     return data.decode("ascii")
 
 
 def _decode(data: bytes, charset: str) -> str:
-    if max(data, default=0) < 0x80 and b"\x1b" not in data:
+    if data.isascii() and b"\x1b" not in data:
         return data.decode("ascii")
     if charset == "ISO_IR 100":
         return data.decode("latin-1")

@@ -1,4 +1,4 @@
-"""The only module that starts threads.
+"""The only module that starts threads and processes.
 
 A job is a function ``work(control) -> JobFinished`` run in a daemon thread. Whatever it returns
 or raises, the sink receives exactly one terminal event (``JobFinished`` or ``JobFailed``).
@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
+import os
+import sys
 import threading
 import traceback
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from .errors import ConfigError, DestinationUnreachable, UserFacingError, describe_os_error
 from .events import EngineEvent, JobFailed, JobFinished, JobStarted, LogLine, Sink
@@ -136,3 +139,30 @@ def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
+
+
+SENDERS_ENV = "DICOM_MIGRATOR_SENDERS"  # "threads", "spawn" or "fork": overrides the choice
+
+
+def process_context() -> Optional[Any]:
+    """The multiprocessing context for sender processes, or None to use threads.
+
+    fork where the platform has it (no second start-up of the interpreter and libraries);
+    spawn elsewhere (Windows: the frozen exe calls multiprocessing.freeze_support first)."""
+    choice = os.environ.get(SENDERS_ENV, "").strip().lower()
+    if choice == "threads":
+        return None
+    methods = multiprocessing.get_all_start_methods()
+    if choice in methods:
+        return multiprocessing.get_context(choice)
+    if "fork" in methods and sys.platform != "darwin":  # macOS frameworks break after fork
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def start_process(target: Callable[..., None], args: Sequence[Any], name: str,
+                  ctx: Any) -> Any:
+    """Start ``target(*args)`` in a daemon child process of context ``ctx``."""
+    process = ctx.Process(target=target, args=tuple(args), name=name, daemon=True)
+    process.start()
+    return process

@@ -41,6 +41,7 @@ class MigrationResult:
     associations: int = 0
     elapsed_s: float = 0.0
     bytes_sent: int = 0
+    senders: str = ""  # "processes" (one child per association) or "threads" (the fallback)
 
 
 @dataclass
@@ -127,7 +128,7 @@ class _Migration:
             integrity=integrity, integrity_line=integrity.line() if integrity else "",
             manifest_path=str(self.store.path), run_id=self.run_id, stopped=stopped,
             associations=pool.associations_opened, elapsed_s=time.monotonic() - started,
-            bytes_sent=self.meter.bytes)
+            bytes_sent=self.meter.bytes, senders=pool.mode)
         self.store.close()
         return JobFinished(self.control.job_id, _summary(result), counts,
                            cancelled=stopped == "cancelled", exit_code=_exit_code(result),

@@ -6,18 +6,21 @@ migration's single writer through a queue.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from .config import Destination, Settings
 from .errors import DestinationUnreachable
 from .headers import InstanceHeader
-from .jobs import Control, start_thread
+from .jobs import Control, process_context, start_thread
 from .pacing import Pacer
+from .procsend import SenderProcessFailed, SenderProcesses
 from .sender import SendResult, Sender
 
+LOG = logging.getLogger(__name__)
 _STOP = object()
 IDLE_CLOSE_S = 3.0  # an association idle this long is released (peers time out idle ones)
 
@@ -35,10 +38,33 @@ class SenderPool:
         self.unreachable = ""
         self._live = size
         self._lock = threading.Lock()
-        self.senders = [Sender(dest, settings, control, pacer, i, self._halt.is_set)
-                        for i in range(size)]
+        self.mode = "threads"
+        self.senders: List[Any] = self._child_senders(dest, settings, control, pacer, size) or [
+            Sender(dest, settings, control, pacer, i, self._halt.is_set) for i in range(size)]
         self._threads = [start_thread(lambda s=s: self._work(s), "sender-%d" % s.index)
                          for s in self.senders]
+
+    def _child_senders(self, dest: Destination, settings: Settings, control: Control,
+                       pacer: Optional[Pacer], size: int) -> List[Any]:
+        """One child process per association where the platform allows; [] means threads."""
+        ctx = process_context()
+        if ctx is None:
+            return []
+        made: List[Any] = []
+        try:
+            factory = SenderProcesses(dest, settings, control, pacer, ctx)
+            for i in range(size):
+                made.append(factory.make(i, self._halt.set))
+            for sender in made:
+                sender.wait_ready()
+        except (SenderProcessFailed, OSError) as exc:
+            LOG.warning("Sending from child processes is not possible here (%s); sending from "
+                        "threads instead.", exc)
+            for sender in made:
+                sender.shutdown()
+            return []
+        self.mode = "processes"
+        return made
 
     @property
     def associations_opened(self) -> int:
@@ -68,7 +94,7 @@ class SenderPool:
                     self.unreachable = self.unreachable or str(exc)
                     self._halt.set()
         finally:
-            sender.close()
+            sender.shutdown()
             with self._lock:
                 self._live -= 1
 

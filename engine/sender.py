@@ -90,6 +90,10 @@ class Sender:
         except Exception:  # closing must never hide the results we already have
             LOG.warning("Closing the association failed", exc_info=True)
 
+    def shutdown(self) -> None:
+        """The pool is done with this sender."""
+        self.close()
+
     def _drop(self) -> None:
         assoc, self._assoc = self._assoc, None
         if assoc is not None:

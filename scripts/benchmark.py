@@ -62,8 +62,18 @@ def nodelay_env() -> Dict[str, str]:
     return dict(os.environ, TCP_NODELAY="1", PYTHONPATH=str(ROOT))
 
 
+_last_cpu = [0.0]  # CPU seconds (user + system) of the last run_timed's commands
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_timed(cmds: Sequence[List[str]]) -> Tuple[float, int]:
-    """Run the commands in parallel; (seconds, worst exit code)."""
+    """Run the commands in parallel; (seconds, worst exit code). Their CPU time, which on a
+    small machine is taken from the receiver, goes to _last_cpu."""
+    cpu_before = children_cpu()
     start = time.monotonic()
     procs = [subprocess.Popen(c, env=nodelay_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for c in cmds]
@@ -73,7 +83,9 @@ def run_timed(cmds: Sequence[List[str]]) -> Tuple[float, int]:
         codes.append(p.returncode)
         if p.returncode not in (0, 1):
             sys.stderr.write(err.decode(errors="replace")[-2000:])
-    return time.monotonic() - start, max(codes)
+    elapsed = time.monotonic() - start
+    _last_cpu[0] = children_cpu() - cpu_before
+    return elapsed, max(codes)
 
 
 def storescu_cmds(dirs: Sequence[Path], port: int, aet: str, streams: int) -> List[List[str]]:
@@ -91,12 +103,14 @@ def ours_cmd(source: Path, port: int, aet: str, work: Path, streams: int) -> Lis
     return cmd
 
 
-def report(rows: List[Tuple[str, int, int, float]], reference: str) -> None:
-    ref = {name: secs for name, _, _, secs in rows}[reference]
-    print("  %-34s %7s %9s %9s %8s" % ("run", "files", "files/s", "MB/s", "ratio"))
-    for name, files, nbytes, secs in rows:
-        print("  %-34s %7d %9.1f %9.2f %7.2fx" % (name, files, files / secs, nbytes / 1e6 / secs,
-                                                   ref / secs))
+def report(rows: List[Tuple[str, int, int, float, float]], reference: str) -> None:
+    """``rows``: (name, files, bytes, seconds, sender CPU seconds)."""
+    ref = {row[0]: row[3] for row in rows}[reference]
+    print("  %-34s %7s %9s %9s %8s %13s" % ("run", "files", "files/s", "MB/s", "ratio",
+                                           "CPU ms/file"))
+    for name, files, nbytes, secs, cpu in rows:
+        print("  %-34s %7d %9.1f %9.2f %7.2fx %13.3f" % (
+            name, files, files / secs, nbytes / 1e6 / secs, ref / secs, cpu * 1000 / files))
 
 
 def bench_storescp(tmp: Path, label: str, count: int, rows: int) -> None:
@@ -106,13 +120,16 @@ def bench_storescp(tmp: Path, label: str, count: int, rows: int) -> None:
     try:
         dirs = sorted(p for p in src.iterdir() if p.is_dir())
         t_ref, _ = run_timed(storescu_cmds(dirs, scp.port, scp.aet, 1))
+        cpu_ref = _last_cpu[0]
         t_ours, code = run_timed([ours_cmd(src, scp.port, scp.aet, tmp / ("w-" + label), 1)])
+        cpu_ours = _last_cpu[0]
     finally:
         scp.stop()
     print("\n%s: %d files, %.1f MB, into DCMTK storescp (--ignore), one association" % (
         label, files, nbytes / 1e6))
-    report([("DCMTK storescu", files, nbytes, t_ref),
-            ("dicom-migrate (exit %d)" % code, files, nbytes, t_ours)], "DCMTK storescu")
+    report([("DCMTK storescu", files, nbytes, t_ref, cpu_ref),
+            ("dicom-migrate (exit %d)" % code, files, nbytes, t_ours, cpu_ours)],
+           "DCMTK storescu")
 
 
 def bench_orthanc(tmp: Path, count: int, streams_list: Sequence[int], repeat: int = 1) -> None:
@@ -122,6 +139,7 @@ def bench_orthanc(tmp: Path, count: int, streams_list: Sequence[int], repeat: in
     files, nbytes = make_store(src, count, 64)
     dirs = sorted(p for p in src.iterdir() if p.is_dir())
     times: Dict[str, List[float]] = {}
+    cpus: Dict[str, List[float]] = {}
     names: List[str] = []
     for round_no in range(repeat):
         for streams in streams_list:
@@ -148,12 +166,14 @@ def bench_orthanc(tmp: Path, count: int, streams_list: Sequence[int], repeat: in
                 if name not in times:
                     names.append(name)
                 times.setdefault(name, []).append(secs)
-    rows = [(n, files, nbytes, statistics.median(times[n])) for n in names]
+                cpus.setdefault(name, []).append(_last_cpu[0])
+    rows = [(n, files, nbytes, statistics.median(times[n]), statistics.median(cpus[n]))
+            for n in names]
     print("\nOrthanc 1.10 (SQLite index), %d files of 64x64 CT, %.1f MB%s" % (
         files, nbytes / 1e6, ", median of %d rounds" % repeat if repeat > 1 else ""))
     report(rows, rows[0][0])
     # Rows come in pairs per parallelism: storescu xN, then ours with N associations.
-    for (ref_name, _, _, ref_s), (name, _, _, secs) in zip(rows[::2], rows[1::2]):
+    for (ref_name, _, _, ref_s, _), (name, _, _, secs, _) in zip(rows[::2], rows[1::2]):
         print("  equal parallelism: %s is %.2fx %s" % (name, ref_s / secs, ref_name))
     if repeat > 1:
         for name in names:

@@ -369,7 +369,7 @@ class UncompressedOnlyReceiver:
 
 def check_send_decompressed() -> str:
     from engine.config import Destination
-    from engine.jobs import Control
+    from engine.jobs import SENDERS_ENV, Control
     from engine.migrate import run_migration
     from pydicom import dcmread
 
@@ -393,10 +393,15 @@ def check_send_decompressed() -> str:
         raise CheckFailed("the migration did not send the file: %s" % finished.summary)
     if len(receiver.received) != 1:
         raise CheckFailed("the receiver got %d objects, expected 1" % len(receiver.received))
+    senders = finished.result.senders
+    if senders != "processes" and os.environ.get(SENDERS_ENV, "").lower() != "threads":
+        # the frozen exe must be able to start its sender processes (freeze_support)
+        raise CheckFailed("the file went out from a %s sender, not a child process" % senders)
     ts, received = receiver.received[0]
     if ts != EXPLICIT_LE:
         raise CheckFailed("the file arrived in %s, not Explicit VR Little Endian" % ts)
     pixels = received.pixel_array
     if pixels.shape != expected.shape or not (pixels == expected).all():
         raise CheckFailed("the received pixels differ from the sample's decoded pixels")
-    return "arrived decompressed, pixels identical"
+    return "arrived decompressed, pixels identical (sent from a child process)" \
+        if senders == "processes" else "arrived decompressed, pixels identical"
