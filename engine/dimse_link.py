@@ -11,6 +11,7 @@ Only the parts of the DICOM upper layer (PS3.8) and DIMSE (PS3.7) a storage SCU 
 """
 from __future__ import annotations
 
+import functools
 import io
 import select
 import socket
@@ -65,16 +66,21 @@ def _uid(value: str) -> bytes:
     return data + b"\0" if len(data) % 2 else data
 
 
+@functools.lru_cache(maxsize=256)
+def _class_elements(sop_class: str) -> bytes:
+    return _element(0x0002, _uid(sop_class)) + _element(0x0100, _U16.pack(C_STORE_RQ))
+
+
+_MESSAGE_ID = _ELEM.pack(0, 0x0110, 2)
+_AFTER_ID = (_element(0x0700, _U16.pack(PRIORITY_LOW))
+             + _element(0x0800, _U16.pack(0x0001)))  # a data set follows
+
+
 def store_command(message_id: int, sop_class: str, sop_instance: str) -> bytes:
-    """A C-STORE-RQ command set, Implicit VR Little Endian (PS3.7 9.3.1.1)."""
-    body = b"".join((
-        _element(0x0002, _uid(sop_class)),
-        _element(0x0100, _U16.pack(C_STORE_RQ)),
-        _element(0x0110, _U16.pack(message_id)),
-        _element(0x0700, _U16.pack(PRIORITY_LOW)),
-        _element(0x0800, _U16.pack(0x0001)),  # a data set follows
-        _element(0x1000, _uid(sop_instance)),
-    ))
+    """A C-STORE-RQ command set, Implicit VR Little Endian (PS3.7 9.3.1.1). Only the message
+    id and the instance differ from file to file; the rest is encoded once."""
+    body = b"".join((_class_elements(sop_class), _MESSAGE_ID, _U16.pack(message_id), _AFTER_ID,
+                     _element(0x1000, _uid(sop_instance))))
     return _element(0x0000, _U32.pack(len(body))) + body
 
 

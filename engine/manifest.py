@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import operator
 import os
 import sqlite3
 import time
@@ -34,7 +35,6 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_dir ON files (dest, dir);
 CREATE INDEX IF NOT EXISTS files_status ON files (dest, status);
-CREATE INDEX IF NOT EXISTS files_study ON files (dest, study_instance_uid);
 CREATE INDEX IF NOT EXISTS files_sop ON files (dest, sop_instance_uid);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT, dest TEXT, mode TEXT,
@@ -69,6 +69,7 @@ class FileRecord:
 
 
 _RECORD_COLUMNS = [f.name for f in fields(FileRecord)]
+_record_values = operator.attrgetter(*_RECORD_COLUMNS)
 _INSERT_SQL = "INSERT OR REPLACE INTO files (%s) VALUES (%s)" % (
     ", ".join(["dest", "dir", "run_id"] + _RECORD_COLUMNS),
     ", ".join("?" * (len(_RECORD_COLUMNS) + 3)))
@@ -165,18 +166,20 @@ class ManifestStore:
                                (dest, path)).fetchone()
         return Known(row[0] or 0, row[1] or 0, row[2]) if row else None
 
-    def record(self, dest: str, rec: FileRecord, run_id: int = 0, commit: bool = True) -> None:
+    def record(self, dest: str, rec: FileRecord, run_id: int = 0, commit: bool = True,
+               count_attempt: bool = False) -> None:
         """Insert or replace the row for ``rec.path``; commit at once (crash safety) unless the
-        caller commits a group of rows itself (see commit())."""
+        caller commits a group of rows itself (see commit()). ``count_attempt``: this row is
+        one more attempt at the file (the earlier rows' count plus one); otherwise an
+        ``attempts`` of 0 keeps the earlier count."""
         if not rec.timestamp:
             rec.timestamp = now_iso()
-        if rec.attempts == 0:  # keep the count of an earlier row
+        if count_attempt or rec.attempts == 0:
             prev = self._db.execute("SELECT attempts FROM files WHERE dest=? AND path=?",
                                     (dest, rec.path)).fetchone()
-            if prev:
-                rec.attempts = int(prev[0] or 0)
-        values = [getattr(rec, c) for c in _RECORD_COLUMNS]
-        self._db.execute(_INSERT_SQL, [dest, os.path.dirname(rec.path), run_id] + values)
+            rec.attempts = (int(prev[0] or 0) if prev else 0) + (1 if count_attempt else 0)
+        self._db.execute(_INSERT_SQL, (dest, os.path.dirname(rec.path), run_id)
+                         + _record_values(rec))
         if commit:
             self._db.commit()
 

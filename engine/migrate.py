@@ -85,6 +85,7 @@ class _Migration:
                  work_dir: str, retry_failed: bool, only_paths: Optional[Collection[str]],
                  count_first: bool, associations: int, pacer: Pacer) -> None:
         self.source, self.dest, self.settings, self.control = source, dest, settings, control
+        self.dest_key = dest.key  # once: it is needed twice per file
         self.store = ManifestStore(work_dir)
         self.retry_failed = retry_failed
         self.only_paths = only_paths
@@ -103,7 +104,7 @@ class _Migration:
     # -- the run ------------------------------------------------------------------------
     def run(self) -> JobFinished:
         mode = "retry-failed" if self.retry_failed else ("selection" if self.only_paths else "all")
-        self.run_id = self.store.start_run(self.source, self.dest.key, mode)
+        self.run_id = self.store.start_run(self.source, self.dest_key, mode)
         started = time.monotonic()
         pool = SenderPool(self.dest, self.settings, self.control, self.associations, self.pacer)
         self._pool = pool
@@ -154,7 +155,7 @@ class _Migration:
     def _candidates(self) -> Iterator[FileEntry]:
         if self.retry_failed:
             yield from self._from_paths([p for p in self.store.failed_paths(
-                self.dest.key, self.source) if not p.endswith(BAD_NAME_MARK)])
+                self.dest_key, self.source) if not p.endswith(BAD_NAME_MARK)])
         elif self.only_paths is not None:
             yield from self._from_paths(sorted(self.only_paths))
         else:
@@ -166,7 +167,7 @@ class _Migration:
                     self._record_problem(HeaderProblem(path, 0, 0, Outcome.FAILED, reason))
                 for path, reason in batch.skipped:
                     self._record_problem(HeaderProblem(path, 0, 0, Outcome.SKIPPED, reason))
-                known = self.store.known_in_dir(self.dest.key, batch.directory)
+                known = self.store.known_in_dir(self.dest_key, batch.directory)
                 for entry in batch.files:
                     row = known.get(entry.path)
                     if (row and row.size == entry.size and row.mtime_ns == entry.mtime_ns
@@ -231,16 +232,15 @@ class _Migration:
         self._finish(rec, outcome, reason, h.patient_name, result.status)
 
     def _duplicate_of(self, h: InstanceHeader) -> str:
-        return self.store.other_path_with_uid(self.dest.key, h.sop_instance_uid, h.path)
+        return self.store.other_path_with_uid(self.dest_key, h.sop_instance_uid, h.path)
 
     def _finish(self, rec: FileRecord, outcome: Outcome, reason: str, patient: str,
                 status: Optional[int]) -> None:
-        rec.attempts += 1
         # Results that arrived together are committed together: a result still waiting in
         # the queue is recorded (and the group committed) within moments, and a kill -9 loses
         # no more than the results not yet taken off the queue — as before, without a WAL
         # write per file while the destination answers faster than one commit takes.
-        self.store.record(self.dest.key, rec, self.run_id, commit=False)
+        self.store.record(self.dest_key, rec, self.run_id, commit=False, count_attempt=True)
         if self._pool is None or not self._pool.results_waiting():
             self.store.commit()
         self.tally.counts[outcome.value] += 1
@@ -267,10 +267,10 @@ class _Migration:
 
     def _integrity(self, stopped: str) -> Optional[IntegrityReport]:
         if self.retry_failed or self.only_paths is not None:
-            return check_paths(self.store, self.dest.key, self.tally.visited)
+            return check_paths(self.store, self.dest_key, self.tally.visited)
         if stopped:
             return None
-        return check_tree(self.store, self.dest.key, self.source)
+        return check_tree(self.store, self.dest_key, self.source)
 
 
 class _StudyBatcher:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import time
 import traceback
@@ -39,17 +40,24 @@ class SenderProcessFailed(Exception):
 
 
 class _Shared:
-    """Flags both sides see: cancel, pause, halt, and whether to ask the pacer first."""
+    """Flags both sides see: cancel, pause, halt, and whether to ask the pacer first.
+
+    Plain bytes in shared memory, not multiprocessing.Event: a child checks them several times
+    per file, and an Event costs a cross-process lock each time. Waiting polls every POLL_S."""
+
+    CANCEL, PAUSED, HALT, THROTTLE = range(4)
 
     def __init__(self, ctx: Any, always_ask: bool) -> None:
-        self.cancel = ctx.Event()
-        self.running = ctx.Event()
-        self.running.set()
-        self.halt = ctx.Event()
-        self.throttle = ctx.Event()
-        if always_ask:
-            self.throttle.set()
+        self.flags = ctx.RawArray("b", 4)
         self.always_ask = always_ask
+        if always_ask:
+            self.flags[self.THROTTLE] = 1
+
+    def is_set(self, flag: int) -> bool:
+        return bool(self.flags[flag])
+
+    def set(self, flag: int, on: bool = True) -> None:
+        self.flags[flag] = 1 if on else 0
 
 
 class ProcessSender:
@@ -64,9 +72,6 @@ class ProcessSender:
         self.associations_opened = 0
         self._halt = halt
         self._shared = shared
-        self._paused = False
-        self._throttled = False
-        self._throttle_checked = 0.0
         self._conn, child_conn = ctx.Pipe()
         try:
             forked = ctx.get_start_method() == "fork"
@@ -77,6 +82,10 @@ class ProcessSender:
             raise SenderProcessFailed(str(exc)) from exc
         finally:
             child_conn.close()
+        self._poller: Any = None
+        if hasattr(select, "poll"):  # not on Windows, whose pipes Connection.poll handles
+            self._poller = select.poll()
+            self._poller.register(self._conn.fileno(), select.POLLIN)
 
     def wait_ready(self) -> None:
         """Children start in parallel (a spawned one imports the engine first); then this."""
@@ -89,7 +98,7 @@ class ProcessSender:
             raise SenderProcessFailed("the sending process ended at start") from exc
 
     def stopped(self) -> bool:
-        return self.control.cancelled or self._shared.halt.is_set()
+        return self.control.cancelled or self._shared.is_set(_Shared.HALT)
 
     # -- the pool's interface ---------------------------------------------------------------
     def send_batch(self, headers: Sequence[InstanceHeader]) -> Iterator[SendResult]:
@@ -125,7 +134,7 @@ class ProcessSender:
         """Relay the child's messages until it reports the batch (or close) done."""
         while True:
             self._mirror_control()
-            if not self._conn.poll(POLL_S):
+            if not self._readable(POLL_S):
                 if not self._process.is_alive() and not self._conn.poll():
                     self._died()
                 continue
@@ -163,43 +172,31 @@ class ProcessSender:
                                          "not yet confirmed are sent on the next run."
                                          % message[1].strip().splitlines()[-1])
 
+    def _readable(self, timeout: float) -> bool:
+        # Connection.poll builds a selector per call, which cost more than the rest of
+        # relaying a result; one poll object per pipe does the same.
+        if self._poller is None:
+            return bool(self._conn.poll(timeout))
+        return bool(self._poller.poll(timeout * 1000))
+
     def _record_answers(self, answers: Sequence[Tuple[float, Optional[int]]]) -> None:
         if self.pacer is None or not answers:
             return
+        episode = self.pacer.governor.pause_until
         for seconds, status in answers:
             self.pacer.after_send(seconds, status)
-        if not self._shared.always_ask:
-            self._set_throttle(self.pacer.governor.pause_left() > 0)
-
-    def _set_throttle(self, on: bool) -> None:
-        # The flag is shared by all children and pool threads; this thread's own view of it
-        # saves a cross-process lock per message.
-        if on:
-            self._shared.throttle.set()
-        elif self._throttled:
-            self._shared.throttle.clear()
-        self._throttled = on
+        if self.pacer.governor.pause_until != episode:  # it just backed off: children ask
+            self._shared.set(_Shared.THROTTLE)
 
     def _mirror_control(self) -> None:
-        if self.control.cancelled and not self._shared.cancel.is_set():
-            self._shared.cancel.set()
-            self._shared.running.set()
-        paused = self.control.paused
-        if paused != self._paused:
-            self._paused = paused
-            if paused:
-                self._shared.running.clear()
-            else:
-                self._shared.running.set()
-        if self._shared.always_ask or self.pacer is None:
+        shared = self._shared
+        if self.control.cancelled:
+            shared.set(_Shared.CANCEL)
+        shared.set(_Shared.PAUSED, self.control.paused)
+        if shared.always_ask or self.pacer is None:
             return
-        now = time.monotonic()
-        if self._throttled or now - self._throttle_checked > 0.5:  # another thread's episode
-            self._throttle_checked = now
-            if self.pacer.governor.pause_left() <= 0 and (
-                    self._throttled or self._shared.throttle.is_set()):
-                self._throttled = True
-                self._set_throttle(False)
+        if shared.is_set(_Shared.THROTTLE) and self.pacer.governor.pause_left() <= 0:
+            shared.set(_Shared.THROTTLE, False)  # this or another thread's back-off is over
 
     def _died(self) -> None:
         code = self._process.exitcode
@@ -221,7 +218,7 @@ class SenderProcesses:
 
     def make(self, index: int, halt: Callable[[], None]) -> ProcessSender:
         def halt_all() -> None:
-            self.shared.halt.set()
+            self.shared.set(_Shared.HALT)
             halt()
         return ProcessSender(self.dest, self.settings, self.control, self.pacer, index,
                              halt_all, self.shared, self.ctx)
@@ -238,18 +235,25 @@ class _ChildControl:
 
     @property
     def cancelled(self) -> bool:
-        return self._shared.cancel.is_set()
+        return self._shared.is_set(_Shared.CANCEL)
 
     @property
     def paused(self) -> bool:
-        return not self._shared.running.is_set()
+        return self._shared.is_set(_Shared.PAUSED)
 
-    def wait_if_paused(self, poll_s: float = 0.2) -> None:
-        while not self._shared.running.wait(poll_s):
-            pass
+    def wait_if_paused(self, poll_s: float = POLL_S) -> None:
+        while self.paused and not self.cancelled:
+            time.sleep(poll_s)
 
     def sleep(self, seconds: float) -> bool:
-        return not self._shared.cancel.wait(seconds)
+        """Sleep unless cancelled first; True when the full time passed."""
+        end = time.monotonic() + seconds
+        while not self.cancelled:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, POLL_S))
+        return False
 
     def emit(self, event: Any) -> None:
         self._conn.send(("event", event))
@@ -267,7 +271,7 @@ class _ChildPacer:
         self.answers: List[Tuple[float, Optional[int]]] = []
 
     def before_send(self, index: int, nbytes: int) -> float:
-        if not self._shared.throttle.is_set():
+        if not self._shared.is_set(_Shared.THROTTLE):
             return 0.0
         if self.answers:
             self._conn.send(("answers", self.take_answers()))
@@ -293,7 +297,7 @@ def _child_main(conn: Any, index: int, dest: Destination, settings: Settings, jo
     control = _ChildControl(conn, job_id, shared)
     pacer = _ChildPacer(conn, shared)
     sender = Sender(dest, settings, control, pacer, index,  # type: ignore[arg-type]
-                    shared.halt.is_set)
+                    lambda: shared.is_set(_Shared.HALT))
     try:
         conn.send(("ready",))
         while True:

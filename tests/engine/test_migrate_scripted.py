@@ -194,6 +194,8 @@ def test_retry_failed_resends_only_failures(tmp_path, scripted):
     assert scp.calls - calls_before == 2
     assert result.counts == {"sent": 2} and terminal.exit_code == 0
     assert all(r.status == "sent" for r in records(tmp_path / "w"))
+    # the manifest counts the runs that tried each file: 2 for the retried ones
+    assert sorted(r.attempts for r in records(tmp_path / "w")) == [1, 1, 1, 2, 2]
 
 
 def test_a_second_destination_is_a_separate_job(tmp_path, scripted):
