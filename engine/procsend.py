@@ -161,6 +161,7 @@ class ProcessSender:
             self._record_answers(message[1])
         elif kind == "permit":
             waited = self.pacer.before_send(self.index, message[1]) if self.pacer else 0.0
+            self._mirror_control()  # a Stop during the wait must reach the child first
             self._conn.send(("waited", waited))
         elif kind == "unreachable":
             self._halt()  # the other children stop too

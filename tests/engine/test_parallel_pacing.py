@@ -226,6 +226,42 @@ def test_every_sender_mode_sends_each_file_exactly_once(tmp_path, scp_factory, m
     assert {r.status for r in records(tmp_path / "w")} == {"sent"}
 
 
+@pytest.mark.parametrize("mode", ["fork", "threads"])
+def test_stop_while_waiting_for_the_window_sends_nothing(tmp_path, scp_factory, monkeypatch,
+                                                         mode):
+    """A Stop pressed while a child waits for the window must reach the child before the
+    parent lets it go on (it once sent one file after Stop)."""
+    from engine.config import Destination, Settings
+    from engine.jobs import SENDERS_ENV, run_job
+    from engine.migrate import run_migration
+    from engine import procsend
+    monkeypatch.setenv(SENDERS_ENV, mode)
+    handle = procsend.ProcessSender._handle
+
+    def slow_parent(self, message, batch):
+        handle(self, message, batch)
+        if message[0] == "permit":
+            time.sleep(0.5)  # the parent loses the CPU right after letting the child go on
+    monkeypatch.setattr(procsend.ProcessSender, "_handle", slow_parent)
+    scp = scp_factory()
+    src = _tree(tmp_path, 4)
+    controls = []
+
+    def stop_when_waiting(event):
+        if isinstance(event, LogLine) and "waiting until 12:30" in event.text:
+            controls[0].cancel()
+
+    def work(control):
+        controls.append(control)
+        return run_migration(str(src), Destination("127.0.0.1", scp.port, "COUNT"), Settings(),
+                             control, work_dir=str(tmp_path / "w"), associations=1,
+                             window="12:30-13:00", clock=FakeClock(dt.datetime(2026, 1, 5, 12)))
+    terminal = run_job("migrate", work, stop_when_waiting)
+    assert terminal.result.senders == ("threads" if mode == "threads" else "processes")
+    assert scp.received == [] and scp.calls == 0
+    assert not [r for r in records(tmp_path / "w") if r.status == "sent"]
+
+
 def test_a_killed_sender_process_stops_the_run_with_a_reason_and_a_rerun_completes(
         tmp_path, scp_factory):
     import multiprocessing
