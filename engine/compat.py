@@ -6,7 +6,7 @@ the legacy stack (the Windows exe) and the modern stack stay in step.
 from __future__ import annotations
 
 import io
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, FrozenSet, Iterator, List, Optional, Tuple
 
 import pydicom
 import pynetdicom
@@ -175,6 +175,24 @@ def write_file_bytes(ds: Dataset) -> bytes:
     finally:
         _set_flags(ds, *saved)
     return buf.getvalue()
+
+
+# --- SOP classes ----------------------------------------------------------------------------
+
+# Image storage classes named in pydicom 3 but not yet in 2.4, so both stacks judge alike.
+_NEWER_IMAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.6.3",     # Photoacoustic Image Storage
+    "1.2.840.10008.5.1.4.1.1.77.1.8",  # Confocal Microscopy Image Storage
+    "1.2.840.10008.5.1.4.1.1.77.1.9",  # Confocal Microscopy Tiled Pyramidal Image Storage
+)
+
+
+def image_storage_classes() -> FrozenSet[str]:
+    """SOP Class UIDs pydicom names "... Image Storage": their IODs require Pixel Data."""
+    from pydicom._uid_dict import UID_dictionary  # same module and layout in 2.4 and 3.0
+
+    named = {uid for uid, entry in UID_dictionary.items() if "Image Storage" in entry[0]}
+    return frozenset(named.union(_NEWER_IMAGE_CLASSES))
 
 
 # --- pixel decoding -----------------------------------------------------------------------

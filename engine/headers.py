@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from pydicom import dcmread
 
 from . import compat
-from .structure import ALL_VRS, LONG_VRS, check_buffer, check_structure
+from .structure import ALL_VRS, LONG_VRS, walk_buffer, walk_structure
 from .events import Outcome
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -23,6 +23,13 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+# Image SOP classes require Pixel Data; without it (and not a JPIP reference to pixels held
+# elsewhere) the file was cut exactly between two elements, which the truncation walk misses.
+IMAGE_CLASSES = compat.image_storage_classes()
+JPIP_TS = frozenset(("1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95",
+                     "1.2.840.10008.1.2.4.204", "1.2.840.10008.1.2.4.205"))
+NO_PIXELS_REASON = ("The file ends before its image data (no Pixel Data): it was probably cut "
+                    "off while being copied. Copy the file again from its original source.")
 
 HEADER_TAGS = [
     "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID",
@@ -106,7 +113,7 @@ def read_header(path: str, size: Optional[int] = None, mtime_ns: Optional[int] =
         with open(path, "rb") as fp:
             ds = dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
             start, explicit = _dataset_start(fp, marker)
-            trouble = _check_truncation(fp, start, size, ds)
+            trouble, pixels = _check_truncation(fp, start, size, ds)
     except PermissionError:
         return problem(Outcome.FAILED, "Permission denied: this file cannot be opened for "
                                        "reading. Ask IT to grant read access, then retry.")
@@ -117,7 +124,8 @@ def read_header(path: str, size: Optional[int] = None, mtime_ns: Optional[int] =
             return problem(Outcome.FAILED, "The DICOM header is damaged and cannot be read (%s)."
                            % _short(exc))
         return problem(Outcome.SKIPPED, "Not a DICOM file.")
-    return _classify(ds, path, size, mtime_ns, marker, trouble, explicit, problem, start)
+    return _classify(ds, path, size, mtime_ns, marker, trouble, explicit, problem, start,
+                     pixels)
 
 
 _VALUE_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID", "StudyDate",
@@ -128,7 +136,7 @@ _META_KEYWORDS = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "Tran
 
 def _classify(ds: Any, path: str, size: int, mtime_ns: int, marker: bool,
               trouble: Optional[str], explicit: Optional[bool], problem: Any,
-              start: int = 0) -> HeaderResult:
+              start: int = 0, pixels: Optional[bool] = None) -> HeaderResult:
     meta_ds = getattr(ds, "file_meta", None)
     meta = {k: _text(meta_ds, k) if meta_ds is not None else "" for k in _META_KEYWORDS}
     values = {k: _text(ds, k) for k in _VALUE_KEYWORDS}
@@ -136,12 +144,13 @@ def _classify(ds: Any, path: str, size: int, mtime_ns: int, marker: bool,
     if explicit is not None and meta["TransferSyntaxUID"] != DEFLATED_TS:
         implicit = not explicit  # what the bytes say beats what the header claims
     return _verdict(values, meta, len(ds), path, size, mtime_ns, marker, trouble,
-                    bool(implicit), bool(little), problem, start)
+                    bool(implicit), bool(little), problem, start, pixels)
 
 
 def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path: str,
              size: int, mtime_ns: int, marker: bool, trouble: Optional[str], implicit: bool,
-             little: bool, problem: Any, start: int) -> HeaderResult:
+             little: bool, problem: Any, start: int, pixels: Optional[bool]) -> HeaderResult:
+    """``pixels``: whether the data set holds top-level pixel data (None: not known)."""
     media_class = meta["MediaStorageSOPClassUID"]
     if media_class == DICOMDIR_SOP_CLASS or os.path.basename(path).upper() == "DICOMDIR":
         return problem(Outcome.SKIPPED, "DICOMDIR index file (lists the other files; it is not "
@@ -160,6 +169,8 @@ def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path
     actual_ts = IMPLICIT_LE if implicit else (EXPLICIT_LE if little else EXPLICIT_BE)
     has_meta = bool(meta_ts) and marker
     ts = meta_ts or actual_ts
+    if pixels is False and sop_class in IMAGE_CLASSES and ts not in JPIP_TS:
+        return problem(Outcome.FAILED, NO_PIXELS_REASON, sop_uid)
     # Streaming sends the bytes as they are, announced with the file meta's UIDs and syntax;
     # any disagreement would make the destination store something else than the dataset says.
     # Deflated files are inflated and sent uncompressed: peers handle a streamed deflate
@@ -200,12 +211,16 @@ def _dataset_start(fp: Any, marker: bool) -> Tuple[int, Optional[bool]]:
             pos += 8 + struct.unpack("<H", head[6:8])[0]
 
 
-def _check_truncation(fp: Any, start: int, size: int, ds: Any) -> Optional[str]:
+def _check_truncation(fp: Any, start: int, size: int, ds: Any
+                      ) -> Tuple[Optional[str], Optional[bool]]:
+    """(truncation reason or None, whether there is top-level pixel data or None: unknown)."""
     meta = getattr(ds, "file_meta", None)
     if meta is not None and _text(meta, "TransferSyntaxUID") == DEFLATED_TS:
-        return None  # the body is zlib-compressed; offsets in it are not file offsets
+        # the body is zlib-compressed; offsets in it are not file offsets. A cut deflate
+        # stream already fails pydicom's read.
+        return None, None
     _, little = compat.read_encoding(ds)
-    return check_structure(fp, start, size, little is not False)
+    return walk_structure(fp, start, size, little is not False)
 
 
 def _is_encapsulated_or_deflated(meta_ts: str, implicit: bool, little: bool) -> bool:
@@ -271,10 +286,12 @@ def _fast_read(path: str, size: int, mtime_ns: int, problem: Any) -> Optional[He
             values = _fast_values(raw)
         except _Unusual:
             return None
-        trouble = check_buffer(buf, start, size) if whole else check_structure(fp, start, size)
+        # a large file is walked element by element to its end: it sees the pixel data too
+        trouble, pixels = (walk_buffer(buf, start, size) if whole
+                           else walk_structure(fp, start, size))
     meta_text = {k: meta.get(k, "") for k in _META_KEYWORDS}
     return _verdict(values, meta_text, len(raw), path, size, mtime_ns, True, trouble,
-                    implicit, True, problem, start)
+                    implicit, True, problem, start, pixels)
 
 
 def _fast_meta(buf: bytes) -> Tuple[Dict[str, str], int]:

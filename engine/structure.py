@@ -3,6 +3,9 @@
 pydicom reads a file cut short without complaint (the last value simply comes back shorter),
 and a PACS would then store a silently damaged object. Walking the element lengths — without
 reading values — finds where the file ends too early. Nested sequences are followed.
+
+A file cut exactly between two elements looks complete to that walk, so it also notes whether
+the data set holds pixel data at its top level; the header reader fails an image without it.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ ALL_VRS = LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
 MAX_DEPTH = 32
+# (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data
+PIXEL_GROUP, PIXEL_ELEMENTS = 0x7FE0, frozenset((0x0008, 0x0009, 0x0010))
 
 
 class Truncated(Exception):
@@ -26,6 +31,7 @@ class _Reader:
     def __init__(self, fp: Any, size: int, little: bool) -> None:
         self.fp, self.size = fp, size
         self.end = "<" if little else ">"
+        self.pixels = False  # set by the walk on top-level pixel data
 
     def tail(self, pos: int) -> bytes:
         self.fp.seek(pos)
@@ -52,25 +58,38 @@ _REASON = ("The file is truncated (%s): part of the image or its data is missing
            "file again from its original source.")
 
 
-def check_structure(fp: Any, start: int, size: int, little: bool = True) -> Optional[str]:
-    """Return a plain-language reason when the data set starting at ``start`` is cut short."""
+def walk_structure(fp: Any, start: int, size: int, little: bool = True
+                   ) -> Tuple[Optional[str], bool]:
+    """(a plain-language reason when the data set starting at ``start`` is cut short, or None;
+    whether the data set holds Pixel Data, Float or Double Float Pixel Data at its top level)."""
     reader = _Reader(fp, size, little)
     try:
         _walk_elements(reader, start, size, None, 0)
     except Truncated as exc:
-        return _REASON % exc
-    return None
+        return _REASON % exc, reader.pixels
+    return None, reader.pixels
+
+
+def walk_buffer(buf: bytes, start: int, size: int) -> Tuple[Optional[str], bool]:
+    """walk_structure for a little-endian file read whole into ``buf`` (``size`` is the size
+    the file had when listed): the same verdicts, without a seek and read per element, which
+    made this walk the largest cost of reading a small file's header."""
+    reader = _BufferReader(buf, size)
+    try:
+        _walk_elements(reader, start, size, None, 0)
+    except Truncated as exc:
+        return _REASON % exc, reader.pixels
+    return None, reader.pixels
+
+
+def check_structure(fp: Any, start: int, size: int, little: bool = True) -> Optional[str]:
+    """Return a plain-language reason when the data set starting at ``start`` is cut short."""
+    return walk_structure(fp, start, size, little)[0]
 
 
 def check_buffer(buf: bytes, start: int, size: int) -> Optional[str]:
-    """check_structure for a little-endian file read whole into ``buf`` (``size`` is the size
-    the file had when listed): the same verdicts, without a seek and read per element, which
-    made this walk the largest cost of reading a small file's header."""
-    try:
-        _walk_elements(_BufferReader(buf, size), start, size, None, 0)
-    except Truncated as exc:
-        return _REASON % exc
-    return None
+    """check_structure over a whole little-endian file in memory (see walk_buffer)."""
+    return walk_buffer(buf, start, size)[0]
 
 
 _TAG_LE = struct.Struct("<HH").unpack_from
@@ -83,6 +102,7 @@ class _BufferReader:
 
     def __init__(self, buf: bytes, size: int) -> None:
         self.buf, self.size = buf, size
+        self.pixels = False
 
     def tail(self, pos: int) -> bytes:
         return self.buf[pos:pos + 8]
@@ -114,6 +134,8 @@ def _walk_elements(r: "_AnyReader", pos: int, limit: int, stop: Optional[Tuple[i
         pos += head_len
         if stop is not None and tag == stop:
             return pos
+        if tag[0] == PIXEL_GROUP and depth == 0 and tag[1] in PIXEL_ELEMENTS:
+            r.pixels = True  # not an icon's pixels inside a sequence item
         if length == UNDEFINED:
             if depth >= MAX_DEPTH:
                 raise Truncated("sequences are nested too deeply")

@@ -148,3 +148,123 @@ def test_in_memory_truncation_walk_agrees_with_the_file_walk():
             assert check_buffer(buf, start, size) == expected, (path.name, cut, size)
             checked += 1
     assert checked > 500
+
+
+# -- a file cut exactly between two elements -------------------------------------------------
+# The walk above only sees a cut inside an element. Cut at an element boundary, an image simply
+# has no Pixel Data; every way of reading a header must fail it, and only images.
+@pytest.fixture(params=["whole", "streamed", "pydicom"])
+def read_path(request, monkeypatch):
+    """read_header on the small-file fast path (file read whole), the large-file fast path
+    (head read, rest walked element by element) or the pydicom path."""
+    from engine import headers
+    if request.param == "streamed":
+        monkeypatch.setattr(headers, "_WHOLE_FILE", 0)
+    elif request.param == "pydicom":
+        monkeypatch.setattr(headers, "_fast_read", lambda *args: None)
+    return lambda path: read_header(str(path))
+
+
+def _ct_small() -> bytes:
+    return (pydicom_test_files_dir() / "CT_small.dcm").read_bytes()
+
+
+def _before_pixel_data(data: bytes, little: bool = True) -> int:
+    """Offset of the last (top-level) Pixel Data element in an explicit VR file."""
+    return data.rindex(b"\xe0\x7f\x10\x00OW" if little else b"\x7f\xe0\x00\x10OW")
+
+
+@pytest.mark.parametrize("cut, tag", [(694, b"\x08\x00\x80\x00"), (720, b"\x08\x00\x90\x00"),
+                                      (3004, b"\x27\x00\x40\x10"), (6288, b"\xe0\x7f\x10\x00")],
+                         ids=["694", "720", "3004", "6288-before-pixel-data"])
+def test_image_cut_between_elements_fails(tmp_path, read_path, cut, tag):
+    from engine.headers import NO_PIXELS_REASON
+    data = _ct_small()
+    assert data[cut:cut + 4] == tag  # the cut falls exactly before this element
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data[:cut])
+    h = read_path(path)
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED, h
+    assert h.reason == NO_PIXELS_REASON
+    assert "cut off" in h.reason and "no Pixel Data" in h.reason
+    assert h.sop_instance_uid == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
+
+
+@pytest.mark.parametrize("cut", [700, 3000])
+def test_image_cut_inside_an_element_fails(tmp_path, read_path, cut):
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(_ct_small()[:cut])
+    h = read_path(path)
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED, h
+    assert "truncated" in h.reason
+
+
+def test_complete_image_is_accepted(tmp_path, read_path):
+    h = read_path(pydicom_test_files_dir() / "CT_small.dcm")
+    assert isinstance(h, InstanceHeader), h
+    assert h.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+
+
+def test_icon_pixels_in_a_sequence_are_not_the_image(tmp_path, read_path):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    icon = Dataset()
+    icon.Rows, icon.Columns, icon.BitsAllocated = 2, 2, 8
+    icon.PixelData = b"\x01\x02\x03\x04"
+    icon["PixelData"].VR = "OB"
+    path = make_dicom(tmp_path / "ct.dcm", IconImageSequence=Sequence([icon]))
+    data = path.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:_before_pixel_data(data)])
+    assert data.count(b"\xe0\x7f\x10\x00") == 2
+    h = read_path(cut)
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED, h
+    assert "no Pixel Data" in h.reason
+
+
+def test_big_endian_image_cut_before_pixel_data_fails(tmp_path):
+    path = make_dicom(tmp_path / "be.dcm", ts="1.2.840.10008.1.2.2")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:_before_pixel_data(data, little=False)])
+    assert isinstance(read_header(str(path)), InstanceHeader)
+    h = read_header(str(cut))
+    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED, h
+    assert "no Pixel Data" in h.reason
+
+
+def _encapsulated_pdf(path):
+    return make_dicom(path, sop_class="1.2.840.10008.5.1.4.1.1.104.1", with_pixels=False,
+                      Modality="DOC", MIMETypeOfEncapsulatedDocument="application/pdf",
+                      EncapsulatedDocument=b"%PDF-1.4\n%%EOF\n")
+
+
+def _float_pixel_image(path):
+    import numpy as np
+    return make_dicom(path, with_pixels=False, SamplesPerPixel=1, Rows=2, Columns=2,
+                      PhotometricInterpretation="MONOCHROME2", BitsAllocated=32,
+                      FloatPixelData=np.arange(4, dtype="<f4").tobytes())
+
+
+def _jpip_reference(path):
+    from pydicom import dcmread
+    from tests.corpus import save_dataset
+    ds = dcmread(str(make_dicom(path, with_pixels=False,
+                                PixelDataProviderURL="http://jpip.example/ct1")))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.94"  # JPIP Referenced
+    save_dataset(ds, path)
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: pydicom_test_files_dir() / "test-SR.dcm",        # Basic/Enhanced SR
+    lambda tmp: _encapsulated_pdf(tmp / "doc.dcm"),
+    lambda tmp: _float_pixel_image(tmp / "float.dcm"),           # Float Pixel Data is pixels
+    lambda tmp: _jpip_reference(tmp / "jpip.dcm"),                # pixels held by a JPIP server
+], ids=["sr", "pdf", "float-pixels", "jpip"])
+def test_objects_without_pixel_data_element_are_accepted(tmp_path, read_path, make):
+    path = make(tmp_path)
+    data = path.read_bytes()
+    assert b"\xe0\x7f\x10\x00" not in data[data.index(b"DICM"):]
+    h = read_path(path)
+    assert isinstance(h, InstanceHeader), h
