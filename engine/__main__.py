@@ -1,5 +1,9 @@
 import sys
 
-from engine.cli import main
+try:
+    from engine.cli import main
+except KeyboardInterrupt:  # Ctrl+C while the libraries load: nothing has started yet
+    sys.stderr.write("\nStopped by the user.\n")
+    sys.exit(130)
 
 sys.exit(main())

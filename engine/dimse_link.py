@@ -39,6 +39,8 @@ PRIORITY_LOW = 0x0002  # what pynetdicom's send_c_store sends by default
 # Without a peer limit (maximum length 0) the data set still goes in pieces: memory stays flat.
 UNLIMITED_FRAGMENT = 1 << 20
 SEND_BUFFER = 256 * 1024  # small PDUs are joined up to this size per sendall()
+STOP_GRACE_S = 1.5  # after a Stop, how long an answer already on its way is still awaited
+WAIT_SLICE_S = 0.25  # how often a wait for the destination looks for a Stop
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -49,6 +51,10 @@ _PDV = struct.Struct(">IBB")
 
 class LinkBroken(Exception):
     """The association ended, or the peer stayed silent, while a message was in flight."""
+
+
+class _GaveUp(socket.timeout):
+    """A Stop came and the destination still had not answered STOP_GRACE_S later."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,10 @@ class DirectLink:
         self._message_id = 0
         self.is_established = True
         self._buf = bytearray()
+        self._wait_s = dimse_timeout
+        # Set by the sender: a destination that no longer answers must not hold a Stop for the
+        # whole DIMSE timeout (2 minutes); the unanswered file is sent again on the next run.
+        self.stop_requested: Callable[[], bool] = lambda: False
 
     def still_open(self) -> bool:
         """Between messages the peer has nothing to say: anything readable means it aborted,
@@ -165,8 +175,12 @@ class DirectLink:
         command = store_command(self._message_id, sop_class, sop_instance)
         try:
             self.sock.settimeout(self.dimse_timeout)
+            self._wait_s = self.dimse_timeout
             self._send_message(cid, command, body)
             return self._answer(self._message_id)
+        except _GaveUp as exc:
+            self.abort()
+            raise LinkBroken("stopped before the destination answered") from exc
         except socket.timeout as exc:
             self.abort()
             raise LinkBroken("no answer within %.0f s" % self.dimse_timeout) from exc
@@ -231,13 +245,29 @@ class DirectLink:
     # -- reading ----------------------------------------------------------------------------
     def _read_exact(self, count: int) -> bytes:
         while len(self._buf) < count:
-            data = self.sock.recv(max(65536, count - len(self._buf)))
+            data = self._recv(max(65536, count - len(self._buf)))
             if not data:
                 raise OSError("the destination closed the connection")
             self._buf += data
         out = bytes(self._buf[:count])
         del self._buf[:count]
         return out
+
+    def _recv(self, size: int) -> bytes:
+        """recv within ``_wait_s``, giving up STOP_GRACE_S after a Stop (raises _GaveUp)."""
+        now = time.monotonic()
+        deadline, give_up = now + self._wait_s, None
+        while True:
+            if give_up is None and self.stop_requested():
+                give_up = now + STOP_GRACE_S
+            end = deadline if give_up is None else min(deadline, give_up)
+            if now >= end:
+                raise _GaveUp() if give_up is not None and end == give_up else socket.timeout()
+            self.sock.settimeout(min(end - now, WAIT_SLICE_S))
+            try:
+                return self.sock.recv(size)
+            except socket.timeout:
+                now = time.monotonic()
 
     def _read_pdu(self) -> Tuple[int, bytes]:
         pdu_type, _, length = _PDU.unpack(self._read_exact(6))
@@ -251,6 +281,7 @@ class DirectLink:
         deadline = time.monotonic() + self.acse_timeout
         try:
             self.sock.settimeout(self.acse_timeout)
+            self._wait_s = self.acse_timeout
             self.sock.sendall(RELEASE_RQ)
             while time.monotonic() < deadline:
                 pdu_type, _ = self._read_pdu()

@@ -58,8 +58,9 @@ class SenderPool:
             for sender in made:
                 sender.wait_ready()
         except (SenderProcessFailed, OSError) as exc:
-            LOG.warning("Sending from child processes is not possible here (%s); sending from "
-                        "threads instead.", exc)
+            if not control.cancelled:  # a Ctrl+C during start-up is no reason to warn
+                LOG.warning("Sending from child processes is not possible here (%s); sending "
+                            "from threads instead.", exc)
             for sender in made:
                 sender.shutdown()
             return []

@@ -14,18 +14,19 @@ reports every answer time so the governor sees all associations.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import select
-import signal
 import time
 import traceback
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .childstart import Shared, child_main
 from .config import Destination, Settings
 from .errors import DestinationUnreachable
 from .events import LogLine, Outcome
 from .headers import InstanceHeader
-from .jobs import Control, start_process
+from .jobs import Control, start_process, start_thread
 from .pacing import Pacer
 from .sender import SendResult, Sender
 
@@ -39,33 +40,12 @@ class SenderProcessFailed(Exception):
     """The child could not be started or stopped answering: the pool falls back to threads."""
 
 
-class _Shared:
-    """Flags both sides see: cancel, pause, halt, and whether to ask the pacer first.
-
-    Plain bytes in shared memory, not multiprocessing.Event: a child checks them several times
-    per file, and an Event costs a cross-process lock each time. Waiting polls every POLL_S."""
-
-    CANCEL, PAUSED, HALT, THROTTLE = range(4)
-
-    def __init__(self, ctx: Any, always_ask: bool) -> None:
-        self.flags = ctx.RawArray("b", 4)
-        self.always_ask = always_ask
-        if always_ask:
-            self.flags[self.THROTTLE] = 1
-
-    def is_set(self, flag: int) -> bool:
-        return bool(self.flags[flag])
-
-    def set(self, flag: int, on: bool = True) -> None:
-        self.flags[flag] = 1 if on else 0
-
-
 class ProcessSender:
     """Parent side of one child sender. Used by one pool thread at a time."""
 
     def __init__(self, dest: Destination, settings: Settings, control: Control,
                  pacer: Optional[Pacer], index: int, halt: Callable[[], None],
-                 shared: _Shared, ctx: Any) -> None:
+                 shared: Shared, ctx: Any) -> None:
         self.control = control
         self.pacer = pacer
         self.index = index
@@ -76,7 +56,8 @@ class ProcessSender:
         try:
             forked = ctx.get_start_method() == "fork"
             self._process = start_process(
-                _child_main, (child_conn, index, dest, settings, control.job_id, shared, forked),
+                child_main, (child_conn, index, dest, settings, control.job_id, shared, forked,
+                             os.getpid()),
                 "sender-%d" % index, ctx)
         except Exception as exc:  # no processes here (a locked-down host): use threads
             raise SenderProcessFailed(str(exc)) from exc
@@ -98,7 +79,7 @@ class ProcessSender:
             raise SenderProcessFailed("the sending process ended at start") from exc
 
     def stopped(self) -> bool:
-        return self.control.cancelled or self._shared.is_set(_Shared.HALT)
+        return self.control.cancelled or self._shared.is_set(Shared.HALT)
 
     # -- the pool's interface ---------------------------------------------------------------
     def send_batch(self, headers: Sequence[InstanceHeader]) -> Iterator[SendResult]:
@@ -187,24 +168,28 @@ class ProcessSender:
         for seconds, status in answers:
             self.pacer.after_send(seconds, status)
         if self.pacer.governor.pause_until != episode:  # it just backed off: children ask
-            self._shared.set(_Shared.THROTTLE)
+            self._shared.set(Shared.THROTTLE)
 
     def _mirror_control(self) -> None:
         shared = self._shared
         if self.control.cancelled:
-            shared.set(_Shared.CANCEL)
-        shared.set(_Shared.PAUSED, self.control.paused)
+            shared.set(Shared.CANCEL)
+        shared.set(Shared.PAUSED, self.control.paused)
         if shared.always_ask or self.pacer is None:
             return
-        if shared.is_set(_Shared.THROTTLE) and self.pacer.governor.pause_left() <= 0:
-            shared.set(_Shared.THROTTLE, False)  # this or another thread's back-off is over
+        if shared.is_set(Shared.THROTTLE) and self.pacer.governor.pause_left() <= 0:
+            shared.set(Shared.THROTTLE, False)  # this or another thread's back-off is over
 
     def _died(self) -> None:
+        self._process.join(2.0)  # its pipe closes a moment before it can be reaped
         code = self._process.exitcode
+        how = ("it was killed (signal %d)" % -code if code is not None and code < 0 else
+               "exit code %s" % code if code is not None else "it stopped answering")
         self._halt()
-        raise DestinationUnreachable("The sending process %d ended unexpectedly (exit code %s). "
-                                     "Files not yet confirmed are sent on the next run."
-                                     % (self.index, code))
+        raise DestinationUnreachable(
+            "The sending process of connection %d (process id %s) ended unexpectedly: %s. "
+            "Files not yet confirmed are sent on the next run."
+            % (self.index + 1, self._process.pid, how))
 
 
 class SenderProcesses:
@@ -214,12 +199,12 @@ class SenderProcesses:
                  pacer: Optional[Pacer], ctx: Any) -> None:
         self.ctx = ctx
         always = pacer is not None and (pacer.window is not None or pacer.limiter is not None)
-        self.shared = _Shared(self.ctx, always)
+        self.shared = Shared(self.ctx, always)
         self.dest, self.settings, self.control, self.pacer = dest, settings, control, pacer
 
     def make(self, index: int, halt: Callable[[], None]) -> ProcessSender:
         def halt_all() -> None:
-            self.shared.set(_Shared.HALT)
+            self.shared.set(Shared.HALT)
             halt()
         return ProcessSender(self.dest, self.settings, self.control, self.pacer, index,
                              halt_all, self.shared, self.ctx)
@@ -229,18 +214,18 @@ class SenderProcesses:
 class _ChildControl:
     """What a Sender needs of jobs.Control, backed by the shared flags and the pipe."""
 
-    def __init__(self, conn: Any, job_id: int, shared: _Shared) -> None:
+    def __init__(self, conn: Any, job_id: int, shared: Shared) -> None:
         self._conn = conn
         self.job_id = job_id
         self._shared = shared
 
     @property
     def cancelled(self) -> bool:
-        return self._shared.is_set(_Shared.CANCEL)
+        return self._shared.is_set(Shared.CANCEL)
 
     @property
     def paused(self) -> bool:
-        return self._shared.is_set(_Shared.PAUSED)
+        return self._shared.is_set(Shared.PAUSED)
 
     def wait_if_paused(self, poll_s: float = POLL_S) -> None:
         while self.paused and not self.cancelled:
@@ -266,13 +251,13 @@ class _ChildControl:
 class _ChildPacer:
     """Asks the parent's pacer only when it may say "wait"; collects answer times."""
 
-    def __init__(self, conn: Any, shared: _Shared) -> None:
+    def __init__(self, conn: Any, shared: Shared) -> None:
         self._conn = conn
         self._shared = shared
         self.answers: List[Tuple[float, Optional[int]]] = []
 
     def before_send(self, index: int, nbytes: int) -> float:
-        if not self._shared.is_set(_Shared.THROTTLE):
+        if not self._shared.is_set(Shared.THROTTLE):
             return 0.0
         if self.answers:
             self._conn.send(("answers", self.take_answers()))
@@ -290,15 +275,16 @@ class _ChildPacer:
         return answers
 
 
-def _child_main(conn: Any, index: int, dest: Destination, settings: Settings, job_id: int,
-                shared: _Shared, forked: bool) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's to handle
+def run_child(conn: Any, index: int, dest: Destination, settings: Settings, job_id: int,
+              shared: Shared, forked: bool, parent_pid: int) -> None:
+    """The child's life (started by childstart.child_main, with Ctrl+C already ignored)."""
     if forked:
         _drop_inherited(conn.fileno())
+    start_thread(lambda: _watch_parent(parent_pid), "parent-watch")
     control = _ChildControl(conn, job_id, shared)
     pacer = _ChildPacer(conn, shared)
     sender = Sender(dest, settings, control, pacer, index,  # type: ignore[arg-type]
-                    lambda: shared.is_set(_Shared.HALT))
+                    lambda: shared.is_set(Shared.HALT))
     try:
         conn.send(("ready",))
         while True:
@@ -315,6 +301,18 @@ def _child_main(conn: Any, index: int, dest: Destination, settings: Settings, jo
     finally:
         sender.close()
         conn.close()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """When the parent is gone (killed, or quit at once on a second Ctrl+C), a child must not
+    go on waiting for a silent destination, reconnecting, or holding files open."""
+    parent = multiprocessing.parent_process()
+    if os.name == "nt" and parent is not None:
+        parent.join()  # waits on the parent's process handle
+    else:
+        while os.getppid() == parent_pid:  # an orphan is adopted by another process
+            time.sleep(0.5)
+    os._exit(0)
 
 
 def _drop_inherited(keep: int) -> None:

@@ -72,6 +72,8 @@ class Sender:
             assoc, failure = open_link(self.dest, self.settings, contexts,
                                        sink=self.control.emit, job_id=self.control.job_id)
             if assoc is not None:
+                if hasattr(assoc, "stop_requested"):
+                    assoc.stop_requested = self.stopped
                 self.ever_connected = True
                 self.associations_opened += 1
                 return assoc
@@ -154,6 +156,8 @@ class Sender:
             result = self._send_one(self._assoc, header)
         except _NoResponse as exc:
             self._drop()
+            if self.stopped():
+                return None  # not confirmed: it stays unrecorded and goes on the next run
             if tries > self.settings.retries:
                 return SendResult(header, Outcome.FAILED, "The destination broke the connection "
                                   "or did not answer each time this file was sent (%d attempts: "
