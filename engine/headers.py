@@ -28,8 +28,9 @@ _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 IMAGE_CLASSES = compat.image_storage_classes()
 JPIP_TS = frozenset(("1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95",
                      "1.2.840.10008.1.2.4.204", "1.2.840.10008.1.2.4.205"))
-NO_PIXELS_REASON = ("The file ends before its image data (no Pixel Data): it was probably cut "
-                    "off while being copied. Copy the file again from its original source.")
+NO_PIXELS_REASON = ("This image has no pixel data: the file was probably cut off while being "
+                    "copied (it ends exactly between two elements). It was sent as it is; "
+                    "check the original on the old system.")
 
 HEADER_TAGS = [
     "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID",
@@ -61,6 +62,8 @@ class InstanceHeader:
     series_number: str = ""
     # Where the data set starts after the preamble and file meta: what streaming sends.
     dataset_offset: int = 0
+    # Sent, but recorded as sent-with-warning with this reason (e.g. an image without pixels).
+    warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,8 +172,9 @@ def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path
     actual_ts = IMPLICIT_LE if implicit else (EXPLICIT_LE if little else EXPLICIT_BE)
     has_meta = bool(meta_ts) and marker
     ts = meta_ts or actual_ts
-    if pixels is False and sop_class in IMAGE_CLASSES and ts not in JPIP_TS:
-        return problem(Outcome.FAILED, NO_PIXELS_REASON, sop_uid)
+    # Sent anyway: header-only images exist in real stores (pydicom's own corpus has 50), and
+    # the old system holds nothing better; the warning makes someone look at the original.
+    no_pixels = pixels is False and sop_class in IMAGE_CLASSES and ts not in JPIP_TS
     # Streaming sends the bytes as they are, announced with the file meta's UIDs and syntax;
     # any disagreement would make the destination store something else than the dataset says.
     # Deflated files are inflated and sent uncompressed: peers handle a streamed deflate
@@ -189,6 +193,7 @@ def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path
         study_description=values["StudyDescription"],
         series_description=values["SeriesDescription"],
         series_number=values["SeriesNumber"], dataset_offset=start,
+        warning=NO_PIXELS_REASON if no_pixels else "",
     )
 
 

@@ -216,10 +216,12 @@ class _Migration:
         outcome, reason = result.outcome, result.reason
         if outcome is Outcome.SENT:
             other = self._duplicate_of(h)
+            notes = [h.warning] if h.warning else []
             if other:
-                outcome = Outcome.WARNING
-                reason = ("Another file with the same SOP Instance UID was already sent (%s); "
-                          "the destination keeps only one of them." % other)
+                notes.append("Another file with the same SOP Instance UID was already sent "
+                             "(%s); the destination keeps only one of them." % other)
+            if notes:
+                outcome, reason = Outcome.WARNING, " ".join(notes + [reason]).strip()
         rec = FileRecord(
             path=h.path, status=outcome.value, message=reason, size=h.size, mtime_ns=h.mtime_ns,
             status_code=result.status, sop_instance_uid=h.sop_instance_uid,

@@ -152,7 +152,8 @@ def test_in_memory_truncation_walk_agrees_with_the_file_walk():
 
 # -- a file cut exactly between two elements -------------------------------------------------
 # The walk above only sees a cut inside an element. Cut at an element boundary, an image simply
-# has no Pixel Data; every way of reading a header must fail it, and only images.
+# has no Pixel Data; every way of reading a header must flag it (sent with a warning: header-only
+# images also exist on purpose), and only images.
 @pytest.fixture(params=["whole", "streamed", "pydicom"])
 def read_path(request, monkeypatch):
     """read_header on the small-file fast path (file read whole), the large-file fast path
@@ -177,16 +178,15 @@ def _before_pixel_data(data: bytes, little: bool = True) -> int:
 @pytest.mark.parametrize("cut, tag", [(694, b"\x08\x00\x80\x00"), (720, b"\x08\x00\x90\x00"),
                                       (3004, b"\x27\x00\x40\x10"), (6288, b"\xe0\x7f\x10\x00")],
                          ids=["694", "720", "3004", "6288-before-pixel-data"])
-def test_image_cut_between_elements_fails(tmp_path, read_path, cut, tag):
+def test_image_cut_between_elements_is_flagged(tmp_path, read_path, cut, tag):
     from engine.headers import NO_PIXELS_REASON
     data = _ct_small()
     assert data[cut:cut + 4] == tag  # the cut falls exactly before this element
     path = tmp_path / "cut.dcm"
     path.write_bytes(data[:cut])
     h = read_path(path)
-    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED, h
-    assert h.reason == NO_PIXELS_REASON
-    assert "cut off" in h.reason and "no Pixel Data" in h.reason
+    assert isinstance(h, InstanceHeader), h
+    assert h.warning == NO_PIXELS_REASON and "cut off" in h.warning
     assert h.sop_instance_uid == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 
 
@@ -201,7 +201,7 @@ def test_image_cut_inside_an_element_fails(tmp_path, read_path, cut):
 
 def test_complete_image_is_accepted(tmp_path, read_path):
     h = read_path(pydicom_test_files_dir() / "CT_small.dcm")
-    assert isinstance(h, InstanceHeader), h
+    assert isinstance(h, InstanceHeader) and not h.warning, h
     assert h.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
 
 
@@ -218,19 +218,17 @@ def test_icon_pixels_in_a_sequence_are_not_the_image(tmp_path, read_path):
     cut.write_bytes(data[:_before_pixel_data(data)])
     assert data.count(b"\xe0\x7f\x10\x00") == 2
     h = read_path(cut)
-    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED, h
-    assert "no Pixel Data" in h.reason
+    assert isinstance(h, InstanceHeader) and "no pixel data" in h.warning, h
 
 
-def test_big_endian_image_cut_before_pixel_data_fails(tmp_path):
+def test_big_endian_image_cut_before_pixel_data_is_flagged(tmp_path):
     path = make_dicom(tmp_path / "be.dcm", ts="1.2.840.10008.1.2.2")
     data = path.read_bytes()
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(data[:_before_pixel_data(data, little=False)])
     assert isinstance(read_header(str(path)), InstanceHeader)
     h = read_header(str(cut))
-    assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED, h
-    assert "no Pixel Data" in h.reason
+    assert isinstance(h, InstanceHeader) and "no pixel data" in h.warning, h
 
 
 def _encapsulated_pdf(path):
@@ -267,4 +265,32 @@ def test_objects_without_pixel_data_element_are_accepted(tmp_path, read_path, ma
     data = path.read_bytes()
     assert b"\xe0\x7f\x10\x00" not in data[data.index(b"DICM"):]
     h = read_path(path)
-    assert isinstance(h, InstanceHeader), h
+    assert isinstance(h, InstanceHeader) and not h.warning, h
+
+
+def test_image_without_pixels_is_sent_with_the_warning(tmp_path):
+    """End to end: the cut image reaches the destination and the manifest says why to look."""
+    from pynetdicom import AE, StoragePresentationContexts, evt
+    from engine.headers import NO_PIXELS_REASON
+    from tests.engine.helpers import migrate, records
+    from tests.peers import free_port
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "cut.dcm").write_bytes(_ct_small()[:3004])
+    (src / "whole.dcm").write_bytes(_ct_small().replace(b"20040119072730.12322",
+                                                        b"20040119072730.12399"))
+    stored = []
+    ae = AE(ae_title="ANY")
+    ae.supported_contexts = StoragePresentationContexts
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+        (evt.EVT_C_STORE, lambda e: stored.append(e.request.AffectedSOPInstanceUID) or 0)])
+    try:
+        _, _, terminal = migrate(src, port, "ANY", tmp_path / "w")
+    finally:
+        server.shutdown()
+    assert terminal.exit_code == 0 and len(stored) == 2
+    rows = {r.path.rsplit("/", 1)[-1]: r for r in records(tmp_path / "w")}
+    assert rows["cut.dcm"].status == "sent_with_warning"
+    assert rows["cut.dcm"].message == NO_PIXELS_REASON
+    assert (rows["whole.dcm"].status, rows["whole.dcm"].message) == ("sent", "")
