@@ -7,6 +7,9 @@ from typing import Callable, Deque, Optional, Tuple
 
 
 class RateMeter:
+    """Files and bytes per second over the last ``window_s``; 0 once nothing has been done for
+    that long (waiting for the sending window, or a destination that stopped answering)."""
+
     def __init__(self, window_s: float = 20.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._window = window_s
         self._clock = clock
@@ -14,24 +17,26 @@ class RateMeter:
         self.files = 0
         self.bytes = 0
         self.started = clock()
+        self._base: Tuple[float, int, int] = (self.started, 0, 0)  # counts at the window's start
 
     def add(self, files: int = 1, nbytes: int = 0) -> None:
         self.files += files
         self.bytes += nbytes
         now = self._clock()
         self._samples.append((now, self.files, self.bytes))
-        while len(self._samples) > 2 and now - self._samples[0][0] > self._window:
-            self._samples.popleft()
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._samples and now - self._samples[0][0] > self._window:
+            self._base = self._samples.popleft()
 
     def rates(self) -> Tuple[float, float]:
-        """(files per second, megabytes per second) over the window."""
-        if len(self._samples) < 2:
-            elapsed = max(self._clock() - self.started, 1e-6)
-            return self.files / elapsed, self.bytes / elapsed / 1e6
-        t0, f0, b0 = self._samples[0]
-        t1, f1, b1 = self._samples[-1]
-        span = max(t1 - t0, 1e-6)
-        return (f1 - f0) / span, (b1 - b0) / span / 1e6
+        """(files per second, megabytes per second) over the window, up to now."""
+        now = self._clock()
+        self._trim(now)
+        t0, f0, b0 = self._base
+        span = max(now - t0, 1e-6)
+        return (self.files - f0) / span, (self.bytes - b0) / span / 1e6
 
     def eta(self, remaining: Optional[int]) -> Optional[float]:
         if remaining is None:
