@@ -5,7 +5,8 @@ and a PACS would then store a silently damaged object. Walking the element lengt
 reading values — finds where the file ends too early. Nested sequences are followed.
 
 A file cut exactly between two elements looks complete to that walk, so it also notes whether
-the data set holds pixel data at its top level; the header reader fails an image without it.
+the data set holds pixel data at its top level; the header reader flags an image without
+it (sent with a warning).
 """
 from __future__ import annotations
 
@@ -62,34 +63,22 @@ def walk_structure(fp: Any, start: int, size: int, little: bool = True
                    ) -> Tuple[Optional[str], bool]:
     """(a plain-language reason when the data set starting at ``start`` is cut short, or None;
     whether the data set holds Pixel Data, Float or Double Float Pixel Data at its top level)."""
-    reader = _Reader(fp, size, little)
-    try:
-        _walk_elements(reader, start, size, None, 0)
-    except Truncated as exc:
-        return _REASON % exc, reader.pixels
-    return None, reader.pixels
+    return _walk(_Reader(fp, size, little), start, size)
 
 
 def walk_buffer(buf: bytes, start: int, size: int) -> Tuple[Optional[str], bool]:
     """walk_structure for a little-endian file read whole into ``buf`` (``size`` is the size
     the file had when listed): the same verdicts, without a seek and read per element, which
     made this walk the largest cost of reading a small file's header."""
-    reader = _BufferReader(buf, size)
+    return _walk(_BufferReader(buf, size), start, size)
+
+
+def _walk(reader: "_AnyReader", start: int, size: int) -> Tuple[Optional[str], bool]:
     try:
         _walk_elements(reader, start, size, None, 0)
     except Truncated as exc:
         return _REASON % exc, reader.pixels
     return None, reader.pixels
-
-
-def check_structure(fp: Any, start: int, size: int, little: bool = True) -> Optional[str]:
-    """Return a plain-language reason when the data set starting at ``start`` is cut short."""
-    return walk_structure(fp, start, size, little)[0]
-
-
-def check_buffer(buf: bytes, start: int, size: int) -> Optional[str]:
-    """check_structure over a whole little-endian file in memory (see walk_buffer)."""
-    return walk_buffer(buf, start, size)[0]
 
 
 _TAG_LE = struct.Struct("<HH").unpack_from

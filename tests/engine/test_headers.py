@@ -124,7 +124,7 @@ def test_in_memory_truncation_walk_agrees_with_the_file_walk():
     the same words, as the seek-and-read walk for every way a real file can be cut short."""
     import io
 
-    from engine.structure import check_buffer, check_structure
+    from engine.structure import walk_buffer, walk_structure
 
     checked = 0
     for path in sorted(pydicom_test_files_dir().glob("*.dcm")):
@@ -144,8 +144,8 @@ def test_in_memory_truncation_walk_agrees_with_the_file_walk():
         for cut in cuts:
             buf = data[:cut]
             size = len(data) if cut % 2 else cut  # the listed size, or the file shrank since
-            expected = check_structure(io.BytesIO(buf), start, size, True)
-            assert check_buffer(buf, start, size) == expected, (path.name, cut, size)
+            expected = walk_structure(io.BytesIO(buf), start, size, True)
+            assert walk_buffer(buf, start, size) == expected, (path.name, cut, size)
             checked += 1
     assert checked > 500
 
