@@ -114,9 +114,14 @@ def read_header(path: str, size: Optional[int] = None, mtime_ns: Optional[int] =
     try:
         marker = _has_dicm_marker(path)
         with open(path, "rb") as fp:
-            ds = dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
+            try:
+                ds = dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
+            except Exception as exc:  # pydicom raises many types (OSError too) for bad input
+                if isinstance(exc, OSError) and exc.errno is not None:
+                    raise  # the disk, not the content
+                return _unparsable(fp, size, marker, exc, problem)
             start, explicit = _dataset_start(fp, marker)
-            trouble, pixels = _check_truncation(fp, start, size, ds)
+            trouble, pixels = _check_truncation(fp, start, size, ds, explicit)
     except PermissionError:
         return problem(Outcome.FAILED, "Permission denied: this file cannot be opened for "
                                        "reading. Ask IT to grant read access, then retry.")
@@ -162,6 +167,8 @@ def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path
     if not sop_class or not sop_uid or not _UID_RE.match(sop_class) or not _UID_RE.match(sop_uid):
         if not marker and n_elements < 3:
             return problem(Outcome.SKIPPED, "Not a DICOM file.")
+        if marker and trouble:
+            return problem(Outcome.FAILED, trouble)  # cut off before its UIDs: say so
         missing = [n for n, v in (("SOP Class UID", sop_class), ("SOP Instance UID", sop_uid))
                    if not v or not _UID_RE.match(v)]
         return problem(Outcome.FAILED, "DICOM file without a valid %s: a PACS cannot store it."
@@ -197,6 +204,43 @@ def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path
     )
 
 
+def _unparsable(fp: Any, size: int, marker: bool, exc: Exception, problem: Any
+                ) -> HeaderProblem:
+    """pydicom gave up on the file. A Part 10 file that was cut short (pydicom's words: "No
+    tag to read at file position 176") is reported as truncated, like any other cut file."""
+    if not marker:
+        return problem(Outcome.SKIPPED, "Not a DICOM file.")
+    trouble, uid = None, ""
+    try:
+        fp.seek(0)
+        head = fp.read(_HEAD_READ)
+        meta, start = _fast_meta(head)
+        ts = meta.get("TransferSyntaxUID")
+        if ts not in (DEFLATED_TS, EXPLICIT_BE):
+            implicit = head[start + 4:start + 6] not in ALL_VRS
+            trouble, _ = walk_structure(fp, start, size, True, implicit)
+            uid = _known_uid(head, start)
+        elif ts == EXPLICIT_BE:
+            trouble, _ = walk_structure(fp, start, size, False)
+    except (_Unusual, OSError, struct.error):
+        pass  # the meta itself is damaged: pydicom's reason below says more
+    if trouble:
+        return problem(Outcome.FAILED, trouble, uid)
+    return problem(Outcome.FAILED, "The DICOM header is damaged and cannot be read (%s)."
+                   % _short(exc))
+
+
+def _known_uid(head: bytes, start: int) -> str:
+    """The SOP Instance UID of a damaged little endian file, when it comes before the damage."""
+    try:
+        implicit = head[start + 4:start + 6] not in ALL_VRS
+        raw, _ = _fast_elements(head, start, implicit, True)
+        uid = _ascii(raw.get("SOPInstanceUID", b"")).rstrip("\0 ").strip()
+    except (_Unusual, struct.error):
+        return ""
+    return uid if _UID_RE.match(uid) else ""
+
+
 def _dataset_start(fp: Any, marker: bool) -> Tuple[int, Optional[bool]]:
     """Offset of the first data set element, and whether it carries a VR (explicit VR)."""
     pos = 132 if marker else 0
@@ -216,7 +260,7 @@ def _dataset_start(fp: Any, marker: bool) -> Tuple[int, Optional[bool]]:
             pos += 8 + struct.unpack("<H", head[6:8])[0]
 
 
-def _check_truncation(fp: Any, start: int, size: int, ds: Any
+def _check_truncation(fp: Any, start: int, size: int, ds: Any, explicit: Optional[bool]
                       ) -> Tuple[Optional[str], Optional[bool]]:
     """(truncation reason or None, whether there is top-level pixel data or None: unknown)."""
     meta = getattr(ds, "file_meta", None)
@@ -225,7 +269,8 @@ def _check_truncation(fp: Any, start: int, size: int, ds: Any
         # stream already fails pydicom's read.
         return None, None
     _, little = compat.read_encoding(ds)
-    return walk_structure(fp, start, size, little is not False)
+    return walk_structure(fp, start, size, little is not False,
+                          None if explicit is None else not explicit)
 
 
 def _is_encapsulated_or_deflated(meta_ts: str, implicit: bool, little: bool) -> bool:
@@ -262,6 +307,7 @@ _ENCAPSULATED_PREFIXES = ("1.2.840.10008.1.2.4.", "1.2.840.10008.1.2.5")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _TAG = struct.Struct("<HH")
+_HEAD = struct.Struct("<HHI").unpack_from  # a tag and the 4 bytes after it
 
 
 class _Unusual(Exception):
@@ -287,13 +333,16 @@ def _fast_read(path: str, size: int, mtime_ns: int, problem: Any) -> Optional[He
                 return None  # big endian, deflated, private or missing: pydicom decides
             if len(buf) < start + 8 or (buf[start + 4:start + 6] in ALL_VRS) == implicit:
                 return None  # the data set is not encoded as the meta says
-            raw = _fast_elements(buf, start, implicit, whole)
+            raw, resume = _fast_elements(buf, start, implicit, whole)
             values = _fast_values(raw)
         except _Unusual:
             return None
+        # The elements before ``resume`` were just read whole from ``buf``: the walk for
+        # truncation takes over from there (unless the file grew since it was listed).
+        walk_from = resume if resume is not None and len(buf) <= size else start
         # a large file is walked element by element to its end: it sees the pixel data too
-        trouble, pixels = (walk_buffer(buf, start, size) if whole
-                           else walk_structure(fp, start, size))
+        trouble, pixels = (walk_buffer(buf, walk_from, size, implicit) if whole
+                           else walk_structure(fp, walk_from, size, True, implicit))
     meta_text = {k: meta.get(k, "") for k in _META_KEYWORDS}
     return _verdict(values, meta_text, len(raw), path, size, mtime_ns, True, trouble,
                     implicit, True, problem, start, pixels)
@@ -322,8 +371,10 @@ def _fast_meta(buf: bytes) -> Tuple[Dict[str, str], int]:
     return meta, pos
 
 
-def _fast_elements(buf: bytes, pos: int, implicit: bool, whole: bool) -> Dict[str, bytes]:
-    """Raw values of the wanted top-level elements; raises _Unusual when unsure."""
+def _fast_elements(buf: bytes, pos: int, implicit: bool, whole: bool
+                   ) -> Tuple[Dict[str, bytes], Optional[int]]:
+    """Raw values of the wanted top-level elements, and where the first element after them
+    starts (None when the buffer ended first); raises _Unusual when unsure."""
     found: Dict[str, bytes] = {}
     end = len(buf)
     while pos < end:
@@ -331,23 +382,36 @@ def _fast_elements(buf: bytes, pos: int, implicit: bool, whole: bool) -> Dict[st
             if whole:
                 break  # the truncation walk reports this
             raise _Unusual()
-        group, elem = _TAG.unpack_from(buf, pos)
+        group, elem, length = _HEAD(buf, pos)
         tag = group << 16 | elem
         if tag > _LAST_FAST_TAG:
-            return found
-        length, head = _element_length(buf, pos, implicit)
-        pos += head
+            return found, pos
+        if implicit or group == 0xFFFE:
+            pos += 8
+        else:
+            vr = buf[pos + 4:pos + 6]
+            if vr in LONG_VRS:
+                if pos + 12 > end:
+                    raise _Unusual()
+                length = _U32.unpack_from(buf, pos + 8)[0]
+                pos += 12
+            elif vr in ALL_VRS:
+                length >>= 16  # the 2-byte length after the VR
+                pos += 8
+            else:
+                raise _Unusual()
         if length == 0xFFFFFFFF:
             pos = _skip_undefined(buf, pos, implicit, 0)
             continue
-        if tag in _FAST_TAGS:
+        name = _FAST_TAGS.get(tag)
+        if name is not None:
             if pos + length > end:
                 raise _Unusual()
-            found[_FAST_TAGS[tag]] = buf[pos:pos + length]
+            found[name] = buf[pos:pos + length]
         pos += length
     if not whole:
         raise _Unusual()
-    return found
+    return found, None
 
 
 def _element_length(buf: bytes, pos: int, implicit: bool) -> Tuple[int, int]:

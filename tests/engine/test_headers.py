@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
 
@@ -294,3 +295,64 @@ def test_image_without_pixels_is_sent_with_the_warning(tmp_path):
     assert rows["cut.dcm"].status == "sent_with_warning"
     assert rows["cut.dcm"].message == NO_PIXELS_REASON
     assert (rows["whole.dcm"].status, rows["whole.dcm"].message) == ("sent", "")
+
+
+
+def test_fast_header_path_agrees_with_pydicom_at_every_cut(tmp_path, monkeypatch):
+    """The fast path picks values and verdicts straight out of the bytes; for every file it
+    takes, cut anywhere, it must say exactly what the pydicom path says (or step aside)."""
+    from engine import headers
+
+    fast_read = headers._fast_read
+    checked = 0
+    for src in sorted(pydicom_test_files_dir().glob("*.dcm")):
+        data = src.read_bytes()
+        if data[128:132] != b"DICM" or len(data) > 300_000:
+            continue
+        step = max(1, len(data) // 25)
+        cuts = sorted({len(data)} | set(range(140, len(data), step))
+                      | {len(data) - k for k in (1, 2, 8, 100) if len(data) - k > 140})
+        for cut in cuts:
+            path = tmp_path / ("%s-%d.dcm" % (src.stem, cut))
+            path.write_bytes(data[:cut])
+            st = path.stat()
+            for whole in (1 << 20, 0):  # read whole, and head read plus a walk on disk
+                monkeypatch.setattr(headers, "_WHOLE_FILE", whole)
+                try:
+                    fast = fast_read(str(path), st.st_size, st.st_mtime_ns, _problem_maker(
+                        str(path), st))
+                except (OSError, struct.error, UnicodeDecodeError, ValueError):
+                    fast = None  # read_header then takes the pydicom path
+                if fast is None:
+                    continue
+                monkeypatch.setattr(headers, "_fast_read", lambda *args: None)
+                assert fast == read_header(str(path)), (src.name, cut, whole)
+                monkeypatch.setattr(headers, "_fast_read", fast_read)
+                checked += 1
+            path.unlink()
+    assert checked > 500
+
+
+def _problem_maker(path, st):
+    from engine.headers import HeaderProblem
+
+    def problem(outcome, reason, uid=""):
+        return HeaderProblem(path, st.st_size, st.st_mtime_ns, outcome, reason, uid)
+    return problem
+
+
+def test_implicit_length_that_spells_a_vr_is_not_misread(tmp_path, read_path):
+    """In an implicit VR file, a value of 20,300 bytes has the length bytes 'LO' 00 00; a walk
+    that looked for a VR there took the file for truncated (this one is complete)."""
+    from pydicom import dcmread
+
+    path = make_dicom(tmp_path / "imp.dcm", ts="1.2.840.10008.1.2")
+    ds = dcmread(str(path))
+    ds.add_new(0x00290010, "LO", "TEST PRIVATE")
+    ds.add_new(0x00291010, "OB", b"\xff" * 0x4F4C)
+    ds.save_as(str(path), write_like_original=True)
+    data = path.read_bytes()
+    assert b"\x29\x00\x10\x10LO\x00\x00" in data  # the length reads as a VR
+    h = read_path(path)
+    assert isinstance(h, InstanceHeader), getattr(h, "reason", h)
+    assert h.transfer_syntax == "1.2.840.10008.1.2" and not h.warning
