@@ -351,22 +351,24 @@ def _fast_read(path: str, size: int, mtime_ns: int, problem: Any) -> Optional[He
 def _fast_meta(buf: bytes) -> Tuple[Dict[str, str], int]:
     meta: Dict[str, str] = {}
     pos = 132
+    end_of_buf = len(buf)
     while buf[pos:pos + 2] == b"\x02\x00":
-        if pos + 8 > len(buf):
+        if pos + 8 > end_of_buf:
             raise _Unusual()
-        elem = _U16.unpack_from(buf, pos + 2)[0]
+        _, elem, length = _HEAD(buf, pos)
         vr = buf[pos + 4:pos + 6]
         if vr in LONG_VRS:
             length, head = _U32.unpack_from(buf, pos + 8)[0], 12
         elif vr in ALL_VRS:
-            length, head = _U16.unpack_from(buf, pos + 6)[0], 8
+            length, head = length >> 16, 8
         else:
             raise _Unusual()
         end = pos + head + length
-        if length == 0xFFFFFFFF or end > len(buf):
+        if length == 0xFFFFFFFF or end > end_of_buf:
             raise _Unusual()
-        if elem in _FAST_META:
-            meta[_FAST_META[elem]] = _ascii(buf[pos + head:end]).rstrip("\0 ").strip()
+        name = _FAST_META.get(elem)
+        if name is not None:
+            meta[name] = _ascii(buf[pos + head:end]).rstrip("\0 ").strip()
         pos = end
     return meta, pos
 
@@ -456,23 +458,30 @@ def _skip_undefined(buf: bytes, pos: int, implicit: bool, depth: int) -> int:
                 else pos + length
 
 
+_UID_VALUES = tuple(k for k in _VALUE_KEYWORDS if k in _UID_KEYWORDS)
+_TEXT_VALUES = tuple(k for k in _VALUE_KEYWORDS if k not in _UID_KEYWORDS)
+
+
 def _fast_values(raw: Dict[str, bytes]) -> Dict[str, str]:
     charset = _ascii(raw.get("SpecificCharacterSet", b"")).strip(" \0")
     values: Dict[str, str] = {}
-    for keyword in _VALUE_KEYWORDS:
+    for keyword in _UID_VALUES:
+        data = raw.get(keyword, b"")
+        if b"\\" in data or not data.isascii():
+            raise _Unusual()  # multi-valued, or not a UID
+        values[keyword] = data.decode("ascii").rstrip("\0 ").strip()
+    for keyword in _TEXT_VALUES:
         data = raw.get(keyword, b"")
         if b"\\" in data:
             raise _Unusual()  # multi-valued: pydicom's text for it differs
-        if keyword in _UID_KEYWORDS:
-            text = _ascii(data).rstrip("\0 ").strip()
-        else:
-            text = _decode(data, charset).strip()
-            if "\0" in text:
-                raise _Unusual()
-        if keyword == "SeriesNumber" and text and not (text.isdigit() and
-                                                         str(int(text)) == text):
-            raise _Unusual()  # pydicom normalises IS values
+        text = (data.decode("ascii") if data.isascii() and b"\x1b" not in data
+                else _decode(data, charset)).strip()
+        if "\0" in text:
+            raise _Unusual()
         values[keyword] = text
+    number = values["SeriesNumber"]
+    if number and not (number.isdigit() and str(int(number)) == number):
+        raise _Unusual()  # pydicom normalises IS values
     return values
 
 

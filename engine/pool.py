@@ -31,7 +31,6 @@ class SenderPool:
         self.control = control
         self.size = size
         self._batches: "queue.Queue[object]" = queue.Queue(maxsize=size * 2)
-        self._results: "queue.Queue[SendResult]" = queue.Queue()
         self._halt = threading.Event()
         self._closing = threading.Event()
         self.pacer = pacer
@@ -39,6 +38,7 @@ class SenderPool:
         self._live = size
         self._lock = threading.Lock()
         self.mode = "threads"
+        self._inbox: Any = _QueueInbox()  # where results wait for the writer
         self.senders: List[Any] = self._child_senders(dest, settings, control, pacer, size) or [
             Sender(dest, settings, control, pacer, i, self._halt.is_set) for i in range(size)]
         self._threads = [start_thread(lambda s=s: self._work(s), "sender-%d" % s.index)
@@ -65,6 +65,7 @@ class SenderPool:
                 sender.shutdown()
             return []
         self.mode = "processes"
+        self._inbox = factory.results  # the children's results come straight to the writer
         return made
 
     @property
@@ -90,7 +91,7 @@ class SenderPool:
                     continue  # drain: unsent files stay unrecorded and are sent next run
                 try:
                     for result in sender.send_batch(batch):  # type: ignore[arg-type]
-                        self._results.put(result)
+                        self._inbox.put(result)
                 except DestinationUnreachable as exc:
                     self.unreachable = self.unreachable or str(exc)
                     self._halt.set()
@@ -113,7 +114,7 @@ class SenderPool:
 
     def results_waiting(self) -> bool:
         """Whether another result is already queued (so a commit can wait for it)."""
-        return not self._results.empty()
+        return self._inbox.waiting()
 
     def submit(self, batch: List[InstanceHeader], record: Callable[[SendResult], None]) -> None:
         """Queue a batch; while the queue is full, record each result the moment it arrives
@@ -123,18 +124,18 @@ class SenderPool:
                 self._batches.put_nowait(batch)
                 return
             except queue.Full:
-                try:
-                    record(self._results.get(timeout=0.05))
-                except queue.Empty:
-                    pass
+                self._record_next(record, 0.05)
+
+    def _record_next(self, record: Callable[[SendResult], None], timeout: float) -> bool:
+        result = self._inbox.get(timeout)
+        if result is None:
+            return False
+        record(result)
+        return True
 
     def drain(self, record: Callable[[SendResult], None]) -> None:
-        while True:
-            try:
-                result = self._results.get_nowait()
-            except queue.Empty:
-                return
-            record(result)
+        while self._record_next(record, 0):
+            pass
 
     def finish(self, record: Callable[[SendResult], None]) -> None:
         """Let the workers empty the queue, stop them, and record every last result."""
@@ -142,8 +143,28 @@ class SenderPool:
         for _ in self._threads:
             self.submit(_STOP, record)  # type: ignore[arg-type]
         while any(t.is_alive() for t in self._threads):
-            try:
-                record(self._results.get(timeout=0.05))
-            except queue.Empty:
-                pass
+            self._record_next(record, 0.05)
         self.drain(record)
+        self._inbox.close()
+
+
+class _QueueInbox:
+    """Results of sender threads, with the interface of procsend.ResultPipes."""
+
+    def __init__(self) -> None:
+        self._queue: "queue.Queue[SendResult]" = queue.Queue()
+
+    def put(self, result: SendResult) -> None:
+        self._queue.put(result)
+
+    def waiting(self) -> bool:
+        return not self._queue.empty()
+
+    def get(self, timeout: float) -> Optional[SendResult]:
+        try:
+            return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        pass

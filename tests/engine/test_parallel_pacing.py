@@ -238,8 +238,8 @@ def test_stop_while_waiting_for_the_window_sends_nothing(tmp_path, scp_factory, 
     monkeypatch.setenv(SENDERS_ENV, mode)
     handle = procsend.ProcessSender._handle
 
-    def slow_parent(self, message, batch):
-        handle(self, message, batch)
+    def slow_parent(self, message):
+        handle(self, message)
         if message[0] == "permit":
             time.sleep(0.5)  # the parent loses the CPU right after letting the child go on
     monkeypatch.setattr(procsend.ProcessSender, "_handle", slow_parent)
