@@ -8,7 +8,7 @@ ignores Ctrl+C (the parent's to handle) before the heavy imports begin.
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import Any, Callable
 
 
 class Shared:
@@ -30,6 +30,11 @@ class Shared:
 
     def set(self, flag: int, on: bool = True) -> None:
         self.flags[flag] = 1 if on else 0
+
+    def stop_check(self) -> Callable[[], bool]:
+        """Whether sending must stop (cancelled, or halted after a fatal problem)."""
+        flags, cancel, halt = self.flags, self.CANCEL, self.HALT
+        return lambda: bool(flags[cancel] or flags[halt])
 
 
 def child_main(*args: Any) -> None:

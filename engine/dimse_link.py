@@ -243,15 +243,14 @@ class DirectLink:
         return StoreAnswer(status, comment)
 
     # -- reading ----------------------------------------------------------------------------
-    def _read_exact(self, count: int) -> bytes:
-        while len(self._buf) < count:
-            data = self._recv(max(65536, count - len(self._buf)))
+    def _fill(self, count: int) -> None:
+        """Until ``count`` bytes are buffered (a whole answer usually comes in one recv)."""
+        buf = self._buf
+        while len(buf) < count:
+            data = self._recv(max(65536, count - len(buf)))
             if not data:
                 raise OSError("the destination closed the connection")
-            self._buf += data
-        out = bytes(self._buf[:count])
-        del self._buf[:count]
-        return out
+            buf += data
 
     def _recv(self, size: int) -> bytes:
         """recv within ``_wait_s``, giving up STOP_GRACE_S after a Stop (raises _GaveUp)."""
@@ -270,8 +269,16 @@ class DirectLink:
                 now = time.monotonic()
 
     def _read_pdu(self) -> Tuple[int, bytes]:
-        pdu_type, _, length = _PDU.unpack(self._read_exact(6))
-        return pdu_type, self._read_exact(length)
+        buf = self._buf
+        if len(buf) < 6:
+            self._fill(6)
+        pdu_type, _, length = _PDU.unpack_from(buf)
+        end = 6 + length
+        if len(buf) < end:
+            self._fill(end)
+        payload = bytes(buf[6:end])
+        del buf[:end]
+        return pdu_type, payload
 
     # -- ending -----------------------------------------------------------------------------
     def release(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import select
 import time
 import traceback
@@ -243,7 +244,7 @@ class ResultPipes:
     def _take(self, fd: int) -> None:
         conn = self._conns[fd]
         try:
-            header, outcome, reason, status, sent_ts, answers = conn.recv()
+            header, outcome, reason, status, sent_ts, answers = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):  # the child ended; its relay says how
             if self._poller is not None:
                 self._poller.unregister(fd)
@@ -349,7 +350,7 @@ def run_child(conn: Any, results: Any, index: int, dest: Destination, settings: 
     control = _ChildControl(conn, job_id, shared)
     pacer = _ChildPacer(conn, shared)
     sender = Sender(dest, settings, control, pacer, index,  # type: ignore[arg-type]
-                    lambda: shared.is_set(Shared.HALT))
+                    lambda: shared.is_set(Shared.HALT), shared.stop_check())
     try:
         conn.send(("ready",))
         while True:
@@ -416,8 +417,11 @@ def _send(conn: Any, results: Any, sender: Any, pacer: _ChildPacer,
           batch: List[InstanceHeader]) -> None:
     try:
         for result in sender.send_batch(batch):
-            results.send((result.header, result.outcome.value, result.reason, result.status,
-                          result.sent_syntax, pacer.take_answers()))
+            # plain pickle: Connection.send builds a ForkingPickler (a copied dispatch table)
+            # per message, which cost more than the rest of reporting a result
+            results.send_bytes(pickle.dumps(
+                (result.header, result.outcome.value, result.reason, result.status,
+                 result.sent_syntax, pacer.take_answers()), pickle.HIGHEST_PROTOCOL))
     except DestinationUnreachable as exc:
         conn.send(("unreachable", str(exc)))
     except (EOFError, OSError):

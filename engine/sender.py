@@ -47,7 +47,8 @@ class Sender:
 
     def __init__(self, dest: Destination, settings: Settings, control: Control,
                  pacer: Optional[Pacer] = None, index: int = 0,
-                 halted: Optional[Callable[[], bool]] = None) -> None:
+                 halted: Optional[Callable[[], bool]] = None,
+                 stop_check: Optional[Callable[[], bool]] = None) -> None:
         self.dest = dest
         self.settings = settings
         self.control = control
@@ -58,6 +59,8 @@ class Sender:
         self._proposed: Set[Tuple[str, str]] = set()  # contexts the open association proposed
         self.ever_connected = False
         self.associations_opened = 0
+        if stop_check is not None:  # asked several times per file: one call, not four
+            self.stopped = stop_check  # type: ignore[assignment]
 
     def stopped(self) -> bool:
         return self.control.cancelled or bool(self._halted and self._halted())
