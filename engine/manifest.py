@@ -73,6 +73,12 @@ _record_values = operator.attrgetter(*_RECORD_COLUMNS)
 _INSERT_SQL = "INSERT OR REPLACE INTO files (%s) VALUES (%s)" % (
     ", ".join(["dest", "dir", "run_id"] + _RECORD_COLUMNS),
     ", ".join("?" * (len(_RECORD_COLUMNS) + 3)))
+# The same, with ``attempts`` counted on from the row it replaces (one statement, not two).
+_RECOUNT_SQL = _INSERT_SQL.replace(
+    ", ".join("?" * (len(_RECORD_COLUMNS) + 3)),
+    ", ".join("?" * (len(_RECORD_COLUMNS) + 2))
+    + ", COALESCE((SELECT attempts FROM files WHERE dest=? AND path=?), 0) + ?")
+_BEFORE_ATTEMPTS = operator.attrgetter(*_RECORD_COLUMNS[:_RECORD_COLUMNS.index("attempts")])
 
 
 @dataclass(frozen=True)
@@ -175,11 +181,12 @@ class ManifestStore:
         if not rec.timestamp:
             rec.timestamp = now_iso()
         if count_attempt or rec.attempts == 0:
-            prev = self._db.execute("SELECT attempts FROM files WHERE dest=? AND path=?",
-                                    (dest, rec.path)).fetchone()
-            rec.attempts = (int(prev[0] or 0) if prev else 0) + (1 if count_attempt else 0)
-        self._db.execute(_INSERT_SQL, (dest, os.path.dirname(rec.path), run_id)
-                         + _record_values(rec))
+            self._db.execute(_RECOUNT_SQL, (dest, os.path.dirname(rec.path), run_id)
+                             + _BEFORE_ATTEMPTS(rec)
+                             + (dest, rec.path, 1 if count_attempt else 0))
+        else:
+            self._db.execute(_INSERT_SQL, (dest, os.path.dirname(rec.path), run_id)
+                             + _record_values(rec))
         if commit:
             self._db.commit()
 
