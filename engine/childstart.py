@@ -19,9 +19,10 @@ class Shared:
 
     CANCEL, PAUSED, HALT, THROTTLE = range(4)
 
-    def __init__(self, ctx: Any, always_ask: bool) -> None:
+    def __init__(self, ctx: Any, always_ask: bool, hold_results: bool = False) -> None:
         self.flags = ctx.RawArray("b", 4)
         self.always_ask = always_ask
+        self.hold_results = hold_results  # see procsend._HeldResult
         if always_ask:
             self.flags[self.THROTTLE] = 1
 

@@ -134,6 +134,9 @@ class DirectLink:
         # Set by the sender: a destination that no longer answers must not hold a Stop for the
         # whole DIMSE timeout (2 minutes); the unanswered file is sent again on the next run.
         self.stop_requested: Callable[[], bool] = lambda: False
+        # Set by the sender: called once a file is on the wire, before its answer is awaited,
+        # so work that can wait (reporting the previous file) is done while the peer works.
+        self.on_sent: Callable[[], None] = lambda: None
 
     def still_open(self) -> bool:
         """Between messages the peer has nothing to say: anything readable means it aborted,
@@ -177,6 +180,7 @@ class DirectLink:
             self.sock.settimeout(self.dimse_timeout)
             self._wait_s = self.dimse_timeout
             self._send_message(cid, command, body)
+            self.on_sent()
             return self._answer(self._message_id)
         except _GaveUp as exc:
             self.abort()

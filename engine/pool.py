@@ -52,7 +52,7 @@ class SenderPool:
             return []
         made: List[Any] = []
         try:
-            factory = SenderProcesses(dest, settings, control, pacer, ctx)
+            factory = SenderProcesses(dest, settings, control, pacer, ctx, size)
             for i in range(size):
                 made.append(factory.make(i, self._halt.set))
             for sender in made:

@@ -61,6 +61,7 @@ class Sender:
         self.associations_opened = 0
         if stop_check is not None:  # asked several times per file: one call, not four
             self.stopped = stop_check  # type: ignore[assignment]
+        self.on_sent: Callable[[], None] = lambda: None  # see DirectLink.on_sent
 
     def stopped(self) -> bool:
         return self.control.cancelled or bool(self._halted and self._halted())
@@ -77,6 +78,7 @@ class Sender:
             if assoc is not None:
                 if hasattr(assoc, "stop_requested"):
                     assoc.stop_requested = self.stopped
+                    assoc.on_sent = lambda: self.on_sent()  # the current one, set per batch
                 self.ever_connected = True
                 self.associations_opened += 1
                 return assoc
