@@ -6,6 +6,7 @@ Works unchanged on pynetdicom 2.0 and 3.0: every attribute used here exists in b
 """
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import threading
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Set, Tuple
 
+from pydicom import dcmread
 from pydicom.uid import RE_VALID_UID, UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -214,7 +216,10 @@ class AssociationLink:
                 if cx.abstract_syntax == sop_class}
 
     def store_file(self, sop_class: str, sop_instance: str, ts: str, path: str,
-                   offset: int) -> StoreAnswer:
+                   offset: int, end: int = 0) -> StoreAnswer:
+        if end:  # pynetdicom would stream to the end of the file: send what comes before
+            with open(path, "rb") as fp:
+                return self._send(dcmread(io.BytesIO(fp.read(end)), force=True))
         return self._send(path)
 
     def store_dataset(self, sop_class: str, sop_instance: str, ts: str, ds: Any) -> StoreAnswer:

@@ -157,11 +157,12 @@ class DirectLink:
 
     # -- sending ----------------------------------------------------------------------------
     def store_file(self, sop_class: str, sop_instance: str, ts: str, path: str,
-                   offset: int) -> StoreAnswer:
-        """Send the data set of ``path`` (from byte ``offset`` to the end) unchanged."""
+                   offset: int, end: int = 0) -> StoreAnswer:
+        """Send the data set of ``path`` unchanged: from byte ``offset`` to ``end`` (0: to the
+        end of the file)."""
         with open(path, "rb") as fp:
             fp.seek(offset)
-            return self._store(sop_class, sop_instance, ts, fp)
+            return self._store(sop_class, sop_instance, ts, _Span(fp, end - offset) if end else fp)
 
     def store_dataset(self, sop_class: str, sop_instance: str, ts: str,
                       ds: Any) -> StoreAnswer:
@@ -334,3 +335,15 @@ class DirectLink:
             pass
         self.sock.close()
         self._on_closed(how, reason)
+
+
+class _Span:
+    """The first ``length`` bytes of ``fp`` from where it stands, read like a file."""
+
+    def __init__(self, fp: BinaryIO, length: int) -> None:
+        self.fp, self.left = fp, length
+
+    def read(self, n: int) -> bytes:
+        data = self.fp.read(min(n, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        return data

@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import re
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 from pydicom import dcmread
 
 from . import compat
-from .structure import ALL_VRS, LONG_VRS, walk_buffer, walk_structure
+from .structure import ALL_VRS, LONG_VRS, Walk, walk_buffer, walk_structure
 from .events import Outcome
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -31,6 +32,10 @@ JPIP_TS = frozenset(("1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95",
 NO_PIXELS_REASON = ("This image has no pixel data: the file was probably cut off while being "
                     "copied (it ends exactly between two elements). It was sent as it is; "
                     "check the original on the old system.")
+EXTRA_BYTES_REASON = ("The file ends with %d byte(s) after its last complete element (padding, "
+                      "or an element cut off at its very start); they were not sent.")
+ODD_LENGTH_REASON = ("A value in this file has an odd length, which DICOM does not allow; it "
+                     "was sent with that value padded by one byte, as DICOM requires.")
 
 HEADER_TAGS = [
     "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID",
@@ -64,6 +69,12 @@ class InstanceHeader:
     dataset_offset: int = 0
     # Sent, but recorded as sent-with-warning with this reason (e.g. an image without pixels).
     warning: str = ""
+    # Where the data set ends when bytes that are no element follow it (0: at the end of the
+    # file); streaming stops there.
+    dataset_end: int = 0
+    # The data set's length is odd (a value without its padding byte): a strict receiver
+    # aborts on an odd-length message, so the file is re-encoded with even values instead.
+    odd_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,7 @@ def read_header(path: str, size: Optional[int] = None, mtime_ns: Optional[int] =
                     raise  # the disk, not the content
                 return _unparsable(fp, size, marker, exc, problem)
             start, explicit = _dataset_start(fp, marker)
-            trouble, pixels = _check_truncation(fp, start, size, ds, explicit)
+            walk = _check_truncation(fp, start, size, ds, explicit)
     except PermissionError:
         return problem(Outcome.FAILED, "Permission denied: this file cannot be opened for "
                                        "reading. Ask IT to grant read access, then retry.")
@@ -132,8 +143,7 @@ def read_header(path: str, size: Optional[int] = None, mtime_ns: Optional[int] =
             return problem(Outcome.FAILED, "The DICOM header is damaged and cannot be read (%s)."
                            % _short(exc))
         return problem(Outcome.SKIPPED, "Not a DICOM file.")
-    return _classify(ds, path, size, mtime_ns, marker, trouble, explicit, problem, start,
-                     pixels)
+    return _classify(ds, path, size, mtime_ns, marker, walk, explicit, problem, start)
 
 
 _VALUE_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID", "StudyDate",
@@ -142,23 +152,24 @@ _VALUE_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID", 
 _META_KEYWORDS = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
 
 
-def _classify(ds: Any, path: str, size: int, mtime_ns: int, marker: bool,
-              trouble: Optional[str], explicit: Optional[bool], problem: Any,
-              start: int = 0, pixels: Optional[bool] = None) -> HeaderResult:
+def _classify(ds: Any, path: str, size: int, mtime_ns: int, marker: bool, walk: Optional[Walk],
+              explicit: Optional[bool], problem: Any, start: int = 0) -> HeaderResult:
     meta_ds = getattr(ds, "file_meta", None)
     meta = {k: _text(meta_ds, k) if meta_ds is not None else "" for k in _META_KEYWORDS}
     values = {k: _text(ds, k) for k in _VALUE_KEYWORDS}
     implicit, little = compat.read_encoding(ds)
     if explicit is not None and meta["TransferSyntaxUID"] != DEFLATED_TS:
         implicit = not explicit  # what the bytes say beats what the header claims
-    return _verdict(values, meta, len(ds), path, size, mtime_ns, marker, trouble,
-                    bool(implicit), bool(little), problem, start, pixels)
+    return _verdict(values, meta, len(ds), path, size, mtime_ns, marker, walk,
+                    bool(implicit), bool(little), problem, start)
 
 
 def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path: str,
-             size: int, mtime_ns: int, marker: bool, trouble: Optional[str], implicit: bool,
-             little: bool, problem: Any, start: int, pixels: Optional[bool]) -> HeaderResult:
-    """``pixels``: whether the data set holds top-level pixel data (None: not known)."""
+             size: int, mtime_ns: int, marker: bool, walk: Optional[Walk], implicit: bool,
+             little: bool, problem: Any, start: int) -> HeaderResult:
+    """``walk``: what the structural walk found (None: it could not look, as in a deflated
+    file)."""
+    trouble = walk.trouble if walk is not None else None
     media_class = meta["MediaStorageSOPClassUID"]
     if media_class == DICOMDIR_SOP_CLASS or os.path.basename(path).upper() == "DICOMDIR":
         return problem(Outcome.SKIPPED, "DICOMDIR index file (lists the other files; it is not "
@@ -181,7 +192,15 @@ def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path
     ts = meta_ts or actual_ts
     # Sent anyway: header-only images exist in real stores (pydicom's own corpus has 50), and
     # the old system holds nothing better; the warning makes someone look at the original.
-    no_pixels = pixels is False and sop_class in IMAGE_CLASSES and ts not in JPIP_TS
+    no_pixels = (walk is not None and not walk.pixels and sop_class in IMAGE_CLASSES
+                 and ts not in JPIP_TS)
+    end = walk.end if walk is not None and walk.end < size else 0
+    odd = walk is not None and (walk.end - start) % 2 == 1
+    notes = [NO_PIXELS_REASON] if no_pixels else []
+    if end:
+        notes.append(EXTRA_BYTES_REASON % (size - end))
+    if odd:
+        notes.append(ODD_LENGTH_REASON)
     # Streaming sends the bytes as they are, announced with the file meta's UIDs and syntax;
     # any disagreement would make the destination store something else than the dataset says.
     # Deflated files are inflated and sent uncompressed: peers handle a streamed deflate
@@ -199,8 +218,8 @@ def _verdict(values: Dict[str, str], meta: Dict[str, str], n_elements: int, path
         study_uid=values["StudyInstanceUID"], series_uid=values["SeriesInstanceUID"],
         study_description=values["StudyDescription"],
         series_description=values["SeriesDescription"],
-        series_number=values["SeriesNumber"], dataset_offset=start,
-        warning=NO_PIXELS_REASON if no_pixels else "",
+        series_number=values["SeriesNumber"], dataset_offset=start, warning=" ".join(notes),
+        dataset_end=end, odd_length=odd,
     )
 
 
@@ -218,10 +237,10 @@ def _unparsable(fp: Any, size: int, marker: bool, exc: Exception, problem: Any
         ts = meta.get("TransferSyntaxUID")
         if ts not in (DEFLATED_TS, EXPLICIT_BE):
             implicit = head[start + 4:start + 6] not in ALL_VRS
-            trouble, _ = walk_structure(fp, start, size, True, implicit)
+            trouble = walk_structure(fp, start, size, True, implicit).trouble
             uid = _known_uid(head, start)
         elif ts == EXPLICIT_BE:
-            trouble, _ = walk_structure(fp, start, size, False)
+            trouble = walk_structure(fp, start, size, False).trouble
     except (_Unusual, OSError, struct.error):
         pass  # the meta itself is damaged: pydicom's reason below says more
     if trouble:
@@ -261,16 +280,38 @@ def _dataset_start(fp: Any, marker: bool) -> Tuple[int, Optional[bool]]:
 
 
 def _check_truncation(fp: Any, start: int, size: int, ds: Any, explicit: Optional[bool]
-                      ) -> Tuple[Optional[str], Optional[bool]]:
-    """(truncation reason or None, whether there is top-level pixel data or None: unknown)."""
+                      ) -> Optional[Walk]:
+    """The structural walk of the data set (None: a deflated body it cannot walk)."""
     meta = getattr(ds, "file_meta", None)
     if meta is not None and _text(meta, "TransferSyntaxUID") == DEFLATED_TS:
-        # the body is zlib-compressed; offsets in it are not file offsets. A cut deflate
-        # stream already fails pydicom's read.
-        return None, None
+        # the body is zlib-compressed: offsets in it are not file offsets. pydicom reads a cut
+        # deflate stream without complaint, so look for the stream's end.
+        if not _deflate_complete(fp, start):
+            return Walk(_DEFLATE_CUT, True, size)
+        return None
     _, little = compat.read_encoding(ds)
     return walk_structure(fp, start, size, little is not False,
                           None if explicit is None else not explicit)
+
+
+_DEFLATE_CUT = ("The file is truncated (its compressed data ends early): part of the image or "
+                "its data is missing. Copy the file again from its original source.")
+
+
+def _deflate_complete(fp: Any, start: int) -> bool:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # a raw deflate stream, as DICOM has it
+    fp.seek(start)
+    try:
+        while not inflater.eof:
+            chunk = fp.read(1 << 16)
+            if not chunk:
+                return False
+            while chunk and not inflater.eof:
+                inflater.decompress(chunk, 1 << 20)  # bounded: inflated data is thrown away
+                chunk = inflater.unconsumed_tail
+    except zlib.error:
+        return False  # damaged: pydicom's read of the same bytes says what
+    return True
 
 
 def _is_encapsulated_or_deflated(meta_ts: str, implicit: bool, little: bool) -> bool:
@@ -337,15 +378,17 @@ def _fast_read(path: str, size: int, mtime_ns: int, problem: Any) -> Optional[He
             values = _fast_values(raw)
         except _Unusual:
             return None
+        if not values["SOPClassUID"] or not values["SOPInstanceUID"]:
+            return None  # cut before them, or stored out of order: pydicom looks further
         # The elements before ``resume`` were just read whole from ``buf``: the walk for
         # truncation takes over from there (unless the file grew since it was listed).
         walk_from = resume if resume is not None and len(buf) <= size else start
         # a large file is walked element by element to its end: it sees the pixel data too
-        trouble, pixels = (walk_buffer(buf, walk_from, size, implicit) if whole
-                           else walk_structure(fp, walk_from, size, True, implicit))
+        walk = (walk_buffer(buf, walk_from, size, implicit) if whole
+                else walk_structure(fp, walk_from, size, True, implicit))
     meta_text = {k: meta.get(k, "") for k in _META_KEYWORDS}
-    return _verdict(values, meta_text, len(raw), path, size, mtime_ns, True, trouble,
-                    implicit, True, problem, start, pixels)
+    return _verdict(values, meta_text, len(raw), path, size, mtime_ns, True, walk,
+                    implicit, True, problem, start)
 
 
 def _fast_meta(buf: bytes) -> Tuple[Dict[str, str], int]:
@@ -379,6 +422,7 @@ def _fast_elements(buf: bytes, pos: int, implicit: bool, whole: bool
     starts (None when the buffer ended first); raises _Unusual when unsure."""
     found: Dict[str, bytes] = {}
     end = len(buf)
+    previous = -1
     while pos < end:
         if pos + 8 > end:
             if whole:
@@ -388,6 +432,9 @@ def _fast_elements(buf: bytes, pos: int, implicit: bool, whole: bool
         tag = group << 16 | elem
         if tag > _LAST_FAST_TAG:
             return found, pos
+        if tag <= previous:
+            raise _Unusual()  # out of order: a wanted element may come later
+        previous = tag
         if implicit or group == 0xFFFE:
             pos += 8
         else:

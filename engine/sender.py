@@ -24,7 +24,7 @@ from .headers import InstanceHeader
 from .jobs import Control
 from .pacing import Pacer
 from .negotiation import EXPLICIT_LE, IMPLICIT_LE, ContextPlan, plan_contexts
-from .transcode import TranscodeError, transcode_file
+from .transcode import TranscodeError, even_dataset, transcode_file
 
 LOG = logging.getLogger(__name__)
 
@@ -165,9 +165,9 @@ class Sender:
                 return None  # not confirmed: it stays unrecorded and goes on the next run
             if tries > self.settings.retries:
                 return SendResult(header, Outcome.FAILED, "The destination broke the connection "
-                                  "or did not answer each time this file was sent (%d attempts: "
-                                  "%s). The file may be damaged, or the destination may not "
-                                  "handle it; its log will say why." % (tries, exc))
+                                  "or did not answer when this file was sent (%s: %s). The "
+                                  "file may be damaged, or the destination may not handle it; "
+                                  "its log will say why." % (_attempts(tries), exc))
             self.control.emit_log("warning", "The connection broke while sending %s (%s); "
                                   "reconnecting and trying again." % (header.path, exc))
             return None
@@ -191,6 +191,11 @@ class Sender:
         payload: Any = None  # None: stream the file's own bytes
         if header.transfer_syntax in accepted and header.streamable:
             sent_ts = header.transfer_syntax
+            if header.odd_length:
+                try:
+                    payload = even_dataset(header.path)
+                except TranscodeError as exc:
+                    return SendResult(header, Outcome.FAILED, " ".join(exc.reason.split()))
         else:
             sent_ts = self._fallback_syntax(header, accepted)
             if not sent_ts:
@@ -220,7 +225,8 @@ class Sender:
         try:
             if payload is None:
                 answer = assoc.store_file(header.sop_class_uid, header.sop_instance_uid, sent_ts,
-                                          header.path, header.dataset_offset)
+                                          header.path, header.dataset_offset,
+                                          header.dataset_end)
             else:
                 answer = assoc.store_dataset(header.sop_class_uid, header.sop_instance_uid,
                                              sent_ts, payload)
@@ -248,3 +254,7 @@ class Sender:
             return SendResult(header, Outcome.WARNING, text, code, sent_ts)
         return SendResult(header, Outcome.FAILED, "The destination refused this file: " + text,
                           code, sent_ts)
+
+
+def _attempts(tries: int) -> str:
+    return "1 attempt" if tries == 1 else "%d attempts" % tries

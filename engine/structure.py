@@ -6,12 +6,14 @@ reading values — finds where the file ends too early. Nested sequences are fol
 
 A file cut exactly between two elements looks complete to that walk, so it also notes whether
 the data set holds pixel data at its top level; the header reader flags an image without
-it (sent with a warning).
+it (sent with a warning). Fewer than 8 bytes after the last element (or a run of zero bytes)
+cannot be an element: the walk says where the data set really ends, so that only the data set
+is sent (a strict receiver such as DCMTK aborts on an odd-length message).
 """
 from __future__ import annotations
 
 import struct
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN"}
 ALL_VRS = LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS",
@@ -19,13 +21,24 @@ ALL_VRS = LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"
                       b"UL", b"US", b"UV"}
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
-MAX_DEPTH = 32
+MAX_DEPTH = 64  # sequences in real files nest a few levels; pydicom reads deeper ones too
 # (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data
 PIXEL_GROUP, PIXEL_ELEMENTS = 0x7FE0, frozenset((0x0008, 0x0009, 0x0010))
 
 
 class Truncated(Exception):
     pass
+
+
+class TooDeep(Truncated):
+    pass
+
+
+class Walk(NamedTuple):
+    """What a structural walk found."""
+    trouble: Optional[str]  # a plain-language reason the file cannot be sent, or None
+    pixels: bool  # the data set holds Pixel Data, Float or Double Float Pixel Data at top level
+    end: int  # where the last complete top-level element ends (the file size: nothing after it)
 
 
 class _Reader:
@@ -58,34 +71,38 @@ class _Reader:
 
 _REASON = ("The file is truncated (%s): part of the image or its data is missing. Copy the "
            "file again from its original source.")
+_DEEP_REASON = ("The file's sequences are nested more than %d levels deep, which no real file "
+                "does: it is damaged. Copy the file again from its original source." % MAX_DEPTH)
+
+
+def _failed(exc: Truncated, size: int, pixels: bool) -> Walk:
+    return Walk(_DEEP_REASON if isinstance(exc, TooDeep) else _REASON % exc, pixels, size)
 
 
 def walk_structure(fp: Any, start: int, size: int, little: bool = True,
-                   implicit: Optional[bool] = None) -> Tuple[Optional[str], bool]:
-    """(a plain-language reason when the data set starting at ``start`` is cut short, or None;
-    whether the data set holds Pixel Data, Float or Double Float Pixel Data at its top level).
+                   implicit: Optional[bool] = None) -> Walk:
+    """Walk the data set starting at ``start`` in the file ``fp`` of ``size`` bytes.
 
     ``implicit``: the data set is known to be implicit VR (True), so a length whose bytes
     happen to spell a VR is not taken for one; None looks at each element."""
     reader = _Reader(fp, size, little, implicit)
     try:
-        _walk_elements(reader, start, size, None, 0)
+        end = _walk_elements(reader, start, size, None, 0)
     except Truncated as exc:
-        return _REASON % exc, reader.pixels
-    return None, reader.pixels
+        return _failed(exc, size, reader.pixels)
+    return Walk(None, reader.pixels, end)
 
 
-def walk_buffer(buf: bytes, start: int, size: int, implicit: Optional[bool] = None
-                ) -> Tuple[Optional[str], bool]:
+def walk_buffer(buf: bytes, start: int, size: int, implicit: Optional[bool] = None) -> Walk:
     """walk_structure for a little-endian file read whole into ``buf`` (``size`` is the size
     the file had when listed): the same verdicts, in one tight loop without a seek, read or
     call per element. On a real CT header this walk was the largest cost of reading it."""
     pixels = [False]
     try:
-        _buffer_elements(buf, start, size, None, 0, implicit is True, pixels)
+        end = _buffer_elements(buf, start, size, None, 0, implicit is True, pixels)
     except Truncated as exc:
-        return _REASON % exc, pixels[0]
-    return None, pixels[0]
+        return _failed(exc, size, pixels[0])
+    return Walk(None, pixels[0], end)
 
 
 def _walk_elements(r: _Reader, pos: int, limit: int, stop: Optional[Tuple[int, int]],
@@ -93,18 +110,19 @@ def _walk_elements(r: _Reader, pos: int, limit: int, stop: Optional[Tuple[int, i
     """Walk elements from ``pos`` up to ``limit`` or the ``stop`` delimiter; return the end."""
     while pos < limit:
         if limit - pos < 8 and stop is None:
-            if not r.tail(pos).strip(b"\0"):
-                return limit  # trailing zero padding after the last element
-            raise Truncated("it ends inside an element header")
+            return pos  # too short for an element: padding, or an element header cut off
+        here = pos
         tag, vr, length, head_len = r.header(pos)
         pos += head_len
         if stop is not None and tag == stop:
             return pos
+        if tag == (0, 0) and not length and stop is None and _zeros_to_end(r, here):
+            return here  # zero padding after the last element
         if tag[0] == PIXEL_GROUP and depth == 0 and tag[1] in PIXEL_ELEMENTS:
             r.pixels = True  # not an icon's pixels inside a sequence item
         if length == UNDEFINED:
             if depth >= MAX_DEPTH:
-                raise Truncated("sequences are nested too deeply")
+                raise TooDeep()
             pos = _walk_items(r, pos, depth + 1)
             continue
         if pos + length > r.size:
@@ -113,6 +131,18 @@ def _walk_elements(r: _Reader, pos: int, limit: int, stop: Optional[Tuple[int, i
     if stop is not None:
         raise Truncated("a sequence is not closed before the end of the file")
     return pos
+
+
+def _zeros_to_end(r: _Reader, pos: int) -> bool:
+    r.fp.seek(pos)
+    while pos < r.size:
+        chunk = r.fp.read(min(1 << 16, r.size - pos))
+        if not chunk:
+            break
+        if chunk.strip(b"\0"):
+            return False
+        pos += len(chunk)
+    return True
 
 
 def _walk_items(r: _Reader, pos: int, depth: int) -> int:
@@ -145,12 +175,13 @@ def _buffer_elements(buf: bytes, pos: int, size: int, stop: Optional[Tuple[int, 
     all_vrs, long_vrs = ALL_VRS, LONG_VRS
     while pos < size:
         if size - pos < 8 and stop is None:
-            if not buf[pos:pos + 8].strip(b"\0"):
-                return size  # trailing zero padding after the last element
-            raise Truncated(_CUT_HEADER)
+            return pos  # too short for an element: padding, or an element header cut off
         if pos + 8 > n:
             raise Truncated(_CUT_HEADER)
         group, elem, length = _HEAD_LE(buf, pos)
+        if not group and not elem and not length and stop is None \
+                and not buf[pos:size].strip(b"\0"):
+            return pos  # zero padding after the last element
         if group == 0xFFFE or implicit:
             pos += 8
         else:
@@ -171,7 +202,7 @@ def _buffer_elements(buf: bytes, pos: int, size: int, stop: Optional[Tuple[int, 
             pixels[0] = True  # not an icon's pixels inside a sequence item
         if length == UNDEFINED:
             if depth >= MAX_DEPTH:
-                raise Truncated("sequences are nested too deeply")
+                raise TooDeep()
             pos = _buffer_items(buf, pos, size, depth + 1, implicit, pixels)
             continue
         if pos + length > size:

@@ -13,6 +13,7 @@ import struct
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
@@ -82,8 +83,47 @@ def transcode_file(path: str, target_ts: str, *, decompress: bool = True) -> Dat
         raise TranscodeError(f"The file could not be converted: {_detail(exc)}") from exc
 
 
+def even_dataset(path: str) -> Dataset:
+    """The file's data set, to be re-encoded in its own transfer syntax, with every odd-length
+    value padded: a strict receiver (DCMTK) aborts the association on an odd-length message.
+    Raises TranscodeError when the file cannot be read."""
+    try:
+        ds = _read(path)
+        _pad_odd_values(ds)
+    except TranscodeError:
+        raise
+    except Exception as exc:
+        raise TranscodeError(f"The file could not be re-encoded: {_detail(exc)}") from exc
+    return ds
+
+
+def _pad_odd_values(ds: Dataset) -> None:
+    """Decode each odd-length value (pydicom writes decoded values padded, raw ones as they
+    are) and look inside sequences; everything else stays raw, written byte for byte."""
+    for tag in list(ds.keys()):
+        elem = ds.get_item(tag)
+        if elem is None:
+            continue
+        if getattr(elem, "is_raw", False):
+            vr = elem.VR or _dictionary_vr(tag)
+            if vr != "SQ" and (elem.length == 0xFFFFFFFF or elem.length % 2 == 0):
+                continue
+            elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                _pad_odd_values(item)
+
+
+def _dictionary_vr(tag: Any) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:  # private or unknown: read as bytes, never a sequence
+        return ""
+
+
 def _transcode(path: str, target: str, decompress: bool) -> Dataset:
     ds = _read(path)
+    _pad_odd_values(ds)
     src_ts = _source_ts(ds)
     pixels, updates = _take_pixels(ds, src_ts, decompress)
     out = _reencode_header(ds, _TARGETS[target])

@@ -191,13 +191,25 @@ def test_image_cut_between_elements_is_flagged(tmp_path, read_path, cut, tag):
     assert h.sop_instance_uid == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 
 
-@pytest.mark.parametrize("cut", [700, 3000])
+@pytest.mark.parametrize("cut", [705, 3003])
 def test_image_cut_inside_an_element_fails(tmp_path, read_path, cut):
     path = tmp_path / "cut.dcm"
     path.write_bytes(_ct_small()[:cut])
     h = read_path(path)
     assert isinstance(h, HeaderProblem) and h.outcome is Outcome.FAILED, h
     assert "truncated" in h.reason
+
+
+def test_image_cut_inside_an_element_header_is_flagged(tmp_path, read_path):
+    """Fewer than 8 bytes cannot be an element: the data set ends before them, the file is
+    sent without them and flagged (here also as an image without pixels)."""
+    from engine.headers import EXTRA_BYTES_REASON, NO_PIXELS_REASON
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(_ct_small()[:700])  # 6 bytes into the element at 694
+    h = read_path(path)
+    assert isinstance(h, InstanceHeader), h
+    assert h.dataset_end == 694 and not h.odd_length
+    assert h.warning == NO_PIXELS_REASON + " " + EXTRA_BYTES_REASON % 6
 
 
 def test_complete_image_is_accepted(tmp_path, read_path):
