@@ -95,6 +95,12 @@ class SenderPool:
                 except DestinationUnreachable as exc:
                     self.unreachable = self.unreachable or str(exc)
                     self._halt.set()
+                except Exception as exc:  # a bug must stop the run, not lose a batch quietly
+                    LOG.exception("Sender %d failed", sender.index)
+                    self.unreachable = self.unreachable or (
+                        "Sending stopped after an internal error (%s). Files not yet confirmed "
+                        "are sent on the next run." % (str(exc) or type(exc).__name__))
+                    self._halt.set()
         finally:
             sender.shutdown()
             with self._lock:

@@ -95,7 +95,10 @@ class ProcessSender:
     # -- the pool's interface ---------------------------------------------------------------
     def send_batch(self, headers: Sequence[InstanceHeader]) -> Iterator[SendResult]:
         """Relay the batch's conversation; its results go to ResultPipes, not through here."""
-        self._conn.send(("batch", list(headers)))
+        try:
+            self._conn.send(("batch", list(headers)))
+        except OSError:  # killed while idle: its end of the pipe is closed
+            self._died()
         for _ in self._conversation():
             pass
         return iter(())
@@ -134,12 +137,15 @@ class ProcessSender:
                 continue
             try:
                 message = self._conn.recv()
-            except EOFError:
+            except (EOFError, OSError):  # OSError: reset by a child killed mid-message
                 self._died()
             if message[0] == "done":
                 self.associations_opened = message[1]
                 return
-            self._handle(message)
+            try:
+                self._handle(message)
+            except OSError:  # answering a child that has just died
+                self._died()
             yield None
 
     def _handle(self, message: Tuple[Any, ...]) -> None:
@@ -153,6 +159,7 @@ class ProcessSender:
             self._mirror_control()  # a Stop during the wait must reach the child first
             self._conn.send(("waited", waited))
         elif kind == "unreachable":
+            self.associations_opened = message[2]  # its "done" is not waited for
             self._halt()  # the other children stop too
             raise DestinationUnreachable(message[1])
         elif kind == "crash":
@@ -457,7 +464,7 @@ def _send(conn: Any, results: Any, sender: Any, pacer: _ChildPacer, shared: Shar
         finally:
             held.flush()
     except DestinationUnreachable as exc:
-        conn.send(("unreachable", str(exc)))
+        conn.send(("unreachable", str(exc), sender.associations_opened))
     except (EOFError, OSError):
         raise  # the pipe to the parent: nothing to report to
     except Exception:  # reported to the parent, which stops the run with a reason

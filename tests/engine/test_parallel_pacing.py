@@ -306,3 +306,44 @@ def test_a_killed_sender_process_stops_the_run_with_a_reason_and_a_rerun_complet
     # Sent twice at most: what the killed child had in flight, and answers that had arrived
     # at the other child but were not yet recorded when the run stopped.
     assert len(scp.received) - 100 <= 2 * 2
+
+
+def test_a_sender_process_killed_while_idle_stops_the_run(tmp_path, scp_factory, monkeypatch):
+    """Killed between batches, a child is found dead when it is handed the next batch: the run
+    stops with the reason (it used to lose that batch and report success)."""
+    import multiprocessing
+    import os
+    import signal
+
+    from engine import migrate as migrate_module
+
+    scp = scp_factory(delay=0.01)
+    src = _tree(tmp_path, 100)
+    real_read = migrate_module.read_header
+    calls = [0]
+
+    def read_then_kill(path, *args):
+        calls[0] += 1
+        if calls[0] == 40:  # both children idle: everything submitted so far has arrived
+            seen, settled = -1, time.monotonic()
+            while time.monotonic() - settled < 0.5:
+                if scp.calls != seen:
+                    seen, settled = scp.calls, time.monotonic()
+                time.sleep(0.02)
+            child = [p for p in multiprocessing.active_children()
+                     if p.name.startswith("sender-")][0]
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(5)
+        return real_read(path, *args)
+
+    monkeypatch.setattr(migrate_module, "read_header", read_then_kill)
+    result, _, terminal = migrate(src, scp.port, "COUNT", tmp_path / "w", associations=2,
+                                  batch_size=5)
+    assert terminal.exit_code == 3, terminal.summary
+    assert "ended unexpectedly" in result.stopped and "killed" in result.stopped
+    assert len(scp.received) < 100
+    monkeypatch.setattr(migrate_module, "read_header", real_read)
+    _, _, again = migrate(src, scp.port, "COUNT", tmp_path / "w", associations=2, batch_size=5)
+    assert again.exit_code == 0, again.summary
+    assert len(set(scp.received)) == 100
+    assert {r.status for r in records(tmp_path / "w")} == {"sent"}
