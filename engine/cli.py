@@ -53,10 +53,14 @@ COMMAND_HOMES = {"echo": "engine.echo", "migrate": "engine.migrate_cli", "probe"
 
 
 def _modules_for(argv: Optional[List[str]]) -> List[str]:
-    words = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")]
-    if words and words[0] in COMMAND_HOMES:
-        return [COMMAND_HOMES[words[0]]]
-    return list(COMMAND_MODULES)  # --help, no command, or a mistyped one: list them all
+    for arg in (argv if argv is not None else sys.argv[1:]):
+        if arg in ("-h", "--help"):
+            break  # the main help, which lists every command
+        if not arg.startswith("-"):
+            if arg in COMMAND_HOMES:
+                return [COMMAND_HOMES[arg]]
+            break
+    return list(COMMAND_MODULES)  # help, no command, or a mistyped one: list them all
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -153,8 +153,12 @@ def process_context() -> Optional[Any]:
     if choice == "threads":
         return None
     methods = multiprocessing.get_all_start_methods()
-    if choice in methods:
+    if choice in ("spawn", "fork") and choice in methods:
         return multiprocessing.get_context(choice)
+    if choice:  # forkserver too: its children would take the server for their parent
+        LOG.warning(
+            "%s=%s is not used here (choose threads, spawn or fork%s); using the default.",
+            SENDERS_ENV, choice, "" if "fork" in methods else "; fork is not available")
     if "fork" in methods and sys.platform != "darwin":  # macOS frameworks break after fork
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")

@@ -32,3 +32,11 @@ def test_a_mistyped_command_lists_the_real_ones():
                           text=True)
     assert proc.returncode == 2
     assert "invalid choice: 'mgrate'" in proc.stderr and "'migrate'" in proc.stderr
+
+
+def test_help_before_a_command_still_lists_them_all():
+    for argv in (["--help", "migrate"], ["-v", "-h", "echo"]):
+        parser = build_parser(argv)
+        assert set(parser._subparsers._group_actions[0].choices) == set(COMMAND_HOMES), argv
+    assert set(build_parser(["-v", "echo", "--help"])._subparsers._group_actions[0].choices) \
+        == {"echo"}
