@@ -45,6 +45,7 @@ def test_kill_9_then_resume(tmp_path, associations):
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    unrecorded = 2 * associations + (1 if associations == 1 else 0)
     work = tmp_path / "work"
     args = ["migrate", str(src), "--host", "127.0.0.1", "--port", str(port), "--called-aet",
             "SLOW", "--work-dir", str(work), "--quiet", "--associations", str(associations)]
@@ -63,9 +64,11 @@ def test_kill_9_then_resume(tmp_path, associations):
         store.close()
         first_run = dict(received)
         # Unrecorded: per association, the file in flight and at most one answer that arrived
-        # but was not yet written when the kill landed (with this slow PACS; a fast one has a
-        # few more answers on their way to the manifest, see README).
-        assert len(confirmed) >= len(first_run) - 2 * associations
+        # but was not yet written when the kill landed; with a single association also the
+        # answer its child holds until the next file is on the wire (procsend._HeldResult).
+        # That is with this slow PACS; a fast one has a few more answers on their way to the
+        # manifest, see README.
+        assert len(confirmed) >= len(first_run) - unrecorded
 
         done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=120)
@@ -75,6 +78,6 @@ def test_kill_9_then_resume(tmp_path, associations):
     assert len(received) == 120  # nothing missing
     for uid in confirmed:
         assert received[uid] == 1, "a confirmed file was sent again"
-    assert sum(received.values()) - 120 <= 2 * associations  # only those arrive twice
+    assert sum(received.values()) - 120 <= unrecorded  # only those arrive twice
     assert tree_digest(src) == before
     assert b"already done in an earlier run" in done.stderr
