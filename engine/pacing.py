@@ -180,14 +180,19 @@ class Pacer:
         self._lock = threading.Lock()
         self.note = ""  # shown in progress while waiting, e.g. "waiting until 19:00"
 
-    def before_send(self, index: int, nbytes: int) -> float:
-        """Block until sender ``index`` may send ``nbytes``; return the seconds waited."""
+    def before_send(self, index: int, nbytes: int,
+                    gave_up: Callable[[], bool] = lambda: False) -> float:
+        """Block until sender ``index`` may send ``nbytes``; return the seconds waited.
+        ``gave_up``: the wait is pointless now (the sender is gone, the run halted)."""
         waited = 0.0
-        while not self.control.cancelled:
+
+        def stop() -> bool:
+            return self.control.cancelled or gave_up()
+        while not stop():
             pause = self._window_wait() or min(self.governor.pause_left(), 1.0)
             if pause <= 0:
                 break
-            self.clock.sleep(pause, lambda: self.control.cancelled)
+            self.clock.sleep(pause, stop)
             waited += pause
         if self._set_note("") and self.window is not None and not self.control.cancelled:
             self.control.emit_log("notice", "The sending window %s is open: sending."
@@ -195,7 +200,7 @@ class Pacer:
         if self.limiter is not None:
             delay = self.limiter.reserve(nbytes)
             if delay > 0:
-                self.clock.sleep(delay, lambda: self.control.cancelled)
+                self.clock.sleep(delay, stop)
                 waited += delay
         return waited
 

@@ -155,7 +155,8 @@ class ProcessSender:
         elif kind == "answers":
             record_answers(self.pacer, self._shared, message[1])
         elif kind == "permit":
-            waited = self.pacer.before_send(self.index, message[1]) if self.pacer else 0.0
+            waited = self.pacer.before_send(self.index, message[1], self._gave_up) \
+                if self.pacer else 0.0
             self._mirror_control()  # a Stop during the wait must reach the child first
             self._conn.send(("waited", waited))
         elif kind == "unreachable":
@@ -168,6 +169,10 @@ class ProcessSender:
             raise DestinationUnreachable("Sending stopped after an internal error (%s). Files "
                                          "not yet confirmed are sent on the next run."
                                          % message[1].strip().splitlines()[-1])
+
+    def _gave_up(self) -> bool:
+        # a child killed while the window is closed must stop the run now, not at opening
+        return self._shared.is_set(Shared.HALT) or not self._process.is_alive()
 
     def _readable(self, timeout: float) -> bool:
         # Connection.poll builds a selector per call, which cost more than the rest of

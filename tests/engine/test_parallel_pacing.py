@@ -347,3 +347,50 @@ def test_a_sender_process_killed_while_idle_stops_the_run(tmp_path, scp_factory,
     assert again.exit_code == 0, again.summary
     assert len(set(scp.received)) == 100
     assert {r.status for r in records(tmp_path / "w")} == {"sent"}
+
+
+class StuckClock(Clock):
+    """Always 12:00: a window that opens at 12:30 never does; sleeps are real."""
+
+    def now(self) -> dt.datetime:
+        return dt.datetime(2026, 1, 5, 12)
+
+
+@pytest.mark.parametrize("associations", [1, 2])
+def test_a_sender_process_killed_while_waiting_for_the_window_stops_the_run(
+        tmp_path, scp_factory, associations):
+    """The parent answers a child's 'may I send' only when the window opens; a child killed
+    meanwhile must stop the run at once, not hours later at opening time."""
+    import multiprocessing
+    import os
+    import signal
+
+    from engine.config import Destination, Settings
+    from engine.jobs import start_job
+    from engine.migrate import run_migration
+
+    scp = scp_factory()
+    src = _tree(tmp_path, 10)
+    events = []
+    waiting = threading.Event()
+
+    def sink(event):
+        events.append(event)
+        if isinstance(event, LogLine) and "waiting until 12:30" in event.text:
+            waiting.set()
+
+    def work(control):
+        return run_migration(str(src), Destination("127.0.0.1", scp.port, "COUNT"),
+                             Settings(batch_size=2), control, work_dir=str(tmp_path / "w"),
+                             associations=associations, window="12:30-13:00",
+                             clock=StuckClock())
+
+    handle = start_job("migrate", work, sink)
+    assert waiting.wait(30)
+    time.sleep(0.5)  # every child is asking by now
+    child = [p for p in multiprocessing.active_children() if p.name.startswith("sender-")][0]
+    os.kill(child.pid, signal.SIGKILL)
+    handle.join(30)
+    assert not handle.is_alive(), "the run went on waiting for the window"
+    assert events[-1].exit_code == 3 and "ended unexpectedly" in events[-1].result.stopped
+    assert scp.calls == 0
