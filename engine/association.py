@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Set, Tuple
 
 from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
 from pydicom.uid import RE_VALID_UID, UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -223,6 +224,13 @@ class AssociationLink:
         return self._send(path)
 
     def store_dataset(self, sop_class: str, sop_instance: str, ts: str, ds: Any) -> StoreAnswer:
+        return self._send(ds)
+
+    def store_data(self, sop_class: str, sop_instance: str, ts: str, data: bytes) -> StoreAnswer:
+        uid = UID(ts)
+        ds = compat.bytes_to_dataset(data, uid.is_implicit_VR, uid.is_little_endian)
+        ds.file_meta = FileMetaDataset()  # pynetdicom picks the context by this syntax
+        ds.file_meta.TransferSyntaxUID = uid
         return self._send(ds)
 
     def _send(self, payload: Any) -> StoreAnswer:

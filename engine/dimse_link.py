@@ -164,6 +164,10 @@ class DirectLink:
             fp.seek(offset)
             return self._store(sop_class, sop_instance, ts, _Span(fp, end - offset) if end else fp)
 
+    def store_data(self, sop_class: str, sop_instance: str, ts: str, data: bytes) -> StoreAnswer:
+        """Send ``data``, a data set already encoded in ``ts``."""
+        return self._store(sop_class, sop_instance, ts, io.BytesIO(data))
+
     def store_dataset(self, sop_class: str, sop_instance: str, ts: str,
                       ds: Any) -> StoreAnswer:
         """Encode ``ds`` in ``ts`` (as pynetdicom would) and send it; ValueError when it

@@ -32,7 +32,7 @@ from typing import (Any, Callable, Deque, Dict, Iterator, List, Optional, Sequen
 from .childstart import Shared, child_main
 from .config import Destination, Settings
 from .errors import DestinationUnreachable
-from .events import LogLine, Outcome
+from .events import AssociationOpened, LogLine, Outcome
 from .headers import InstanceHeader
 from .jobs import Control, start_process, start_thread
 from .pacing import Pacer
@@ -151,6 +151,8 @@ class ProcessSender:
     def _handle(self, message: Tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "event":
+            if isinstance(message[1], AssociationOpened):  # counted here too: a killed child
+                self.associations_opened += 1  # never reports its own count
             self.control.emit(message[1])
         elif kind == "answers":
             record_answers(self.pacer, self._shared, message[1])

@@ -20,11 +20,12 @@ from .dimse_link import LinkBroken
 from .config import Destination, Settings
 from .errors import DestinationUnreachable
 from .events import Outcome
-from .headers import InstanceHeader
+from .headers import EXPLICIT_BE, InstanceHeader
 from .jobs import Control
 from .pacing import Pacer
 from .negotiation import EXPLICIT_LE, IMPLICIT_LE, ContextPlan, plan_contexts
-from .transcode import TranscodeError, even_dataset, transcode_file
+from .structure import Truncated, even_copy
+from .transcode import TranscodeError, transcode_file
 
 LOG = logging.getLogger(__name__)
 
@@ -193,9 +194,10 @@ class Sender:
             sent_ts = header.transfer_syntax
             if header.odd_length:
                 try:
-                    payload = even_dataset(header.path)
-                except TranscodeError as exc:
-                    return SendResult(header, Outcome.FAILED, " ".join(exc.reason.split()))
+                    payload = even_data_set(header)
+                except Truncated as exc:
+                    return SendResult(header, Outcome.FAILED, "The file could not be padded to "
+                                      "even length (%s)." % exc)
         else:
             sent_ts = self._fallback_syntax(header, accepted)
             if not sent_ts:
@@ -227,6 +229,9 @@ class Sender:
                 answer = assoc.store_file(header.sop_class_uid, header.sop_instance_uid, sent_ts,
                                           header.path, header.dataset_offset,
                                           header.dataset_end)
+            elif isinstance(payload, bytes):
+                answer = assoc.store_data(header.sop_class_uid, header.sop_instance_uid,
+                                          sent_ts, payload)
             else:
                 answer = assoc.store_dataset(header.sop_class_uid, header.sop_instance_uid,
                                              sent_ts, payload)
@@ -258,3 +263,12 @@ class Sender:
 
 def _attempts(tries: int) -> str:
     return "1 attempt" if tries == 1 else "%d attempts" % tries
+
+
+def even_data_set(header: InstanceHeader) -> bytes:
+    """The file's data set as it is, but with each odd-length value padded (see even_copy)."""
+    with open(header.path, "rb") as fp:
+        fp.seek(header.dataset_offset)
+        data = fp.read((header.dataset_end or header.size) - header.dataset_offset)
+    ts = header.transfer_syntax
+    return even_copy(data, little=ts != EXPLICIT_BE, implicit=ts == IMPLICIT_LE)

@@ -108,6 +108,7 @@ def walk_buffer(buf: bytes, start: int, size: int, implicit: Optional[bool] = No
 def _walk_elements(r: _Reader, pos: int, limit: int, stop: Optional[Tuple[int, int]],
                    depth: int) -> int:
     """Walk elements from ``pos`` up to ``limit`` or the ``stop`` delimiter; return the end."""
+    last_group = -1
     while pos < limit:
         if limit - pos < 8 and stop is None:
             return pos  # too short for an element: padding, or an element header cut off
@@ -116,8 +117,10 @@ def _walk_elements(r: _Reader, pos: int, limit: int, stop: Optional[Tuple[int, i
         pos += head_len
         if stop is not None and tag == stop:
             return pos
-        if tag == (0, 0) and not length and stop is None and _zeros_to_end(r, here):
-            return here  # zero padding after the last element
+        if not tag[0] and stop is None and (last_group > 0 or (
+                tag == (0, 0) and not length and _zeros_to_end(r, here))):
+            return here  # zero padding, or bytes that are no element, after the last element
+        last_group = tag[0]
         if tag[0] == PIXEL_GROUP and depth == 0 and tag[1] in PIXEL_ELEMENTS:
             r.pixels = True  # not an icon's pixels inside a sequence item
         if length == UNDEFINED:
@@ -173,15 +176,17 @@ def _buffer_elements(buf: bytes, pos: int, size: int, stop: Optional[Tuple[int, 
     inline because it runs for every element of every small file."""
     n = len(buf)
     all_vrs, long_vrs = ALL_VRS, LONG_VRS
+    last_group = -1
     while pos < size:
         if size - pos < 8 and stop is None:
             return pos  # too short for an element: padding, or an element header cut off
         if pos + 8 > n:
             raise Truncated(_CUT_HEADER)
         group, elem, length = _HEAD_LE(buf, pos)
-        if not group and not elem and not length and stop is None \
-                and not buf[pos:size].strip(b"\0"):
-            return pos  # zero padding after the last element
+        if not group and stop is None and (last_group > 0 or (
+                not elem and not length and not buf[pos:size].strip(b"\0"))):
+            return pos  # zero padding, or bytes that are no element, after the last element
+        last_group = group
         if group == 0xFFFE or implicit:
             pos += 8
         else:
@@ -234,3 +239,118 @@ def _buffer_items(buf: bytes, pos: int, size: int, depth: int, implicit: bool,
             raise Truncated("%d bytes are missing at the end" % (pos + length - size))
         else:
             pos += length
+
+
+# -- making every value even ------------------------------------------------------------------
+# PS3.5 7.1.1: every value has an even length. A file that breaks the rule is read by pydicom
+# without complaint, but an odd-length message makes DCMTK abort the association. The copy
+# below pads each odd value (text with a space, anything else with a zero byte, as PS3.5 6.2
+# does) and corrects the lengths of the defined-length sequences and items around it.
+_TEXT_VRS = {b"AE", b"AS", b"CS", b"DA", b"DS", b"DT", b"IS", b"LO", b"LT", b"PN", b"SH",
+             b"ST", b"TM", b"UC", b"UR", b"UT"}
+
+
+def even_copy(data: bytes, little: bool, implicit: bool) -> bytes:
+    """The data set ``data`` (its elements only, no file meta) with every odd-length value
+    padded. Raises Truncated when ``data`` is not a complete data set."""
+    out = bytearray()
+    try:
+        _even_elements(data, 0, len(data), False, little, implicit, out, 0)
+    except struct.error as exc:
+        raise Truncated("it ends inside an element header") from exc
+    return bytes(out)
+
+
+def _even_elements(data: bytes, pos: int, limit: int, in_item: bool, little: bool,
+                   implicit: bool, out: bytearray, depth: int) -> int:
+    end = "<" if little else ">"
+    if depth > MAX_DEPTH:
+        raise TooDeep()
+    while pos < limit:
+        group, elem = struct.unpack_from(end + "HH", data, pos)
+        if group == 0xFFFE:  # the item delimiter of an undefined-length item
+            out += data[pos:pos + 8]
+            pos += 8
+            if in_item and elem == 0xE00D:
+                return pos
+            continue
+        vr: Optional[bytes] = data[pos + 4:pos + 6]
+        if implicit or vr not in ALL_VRS:
+            vr, head_len, at, fmt = None, 8, 4, "I"
+        elif vr in LONG_VRS:
+            head_len, at, fmt = 12, 8, "I"
+        else:
+            head_len, at, fmt = 8, 6, "H"
+        length = struct.unpack_from(end + fmt, data, pos + at)[0]
+        head = bytearray(data[pos:pos + head_len])
+        pos += head_len
+        tag = (group, elem)
+        if length == UNDEFINED:
+            out += head
+            fragments = tag == (PIXEL_GROUP, 0x0010) and vr != b"SQ"
+            # an undefined-length UN holds a sequence encoded implicit VR (PS3.5 6.2.2)
+            pos = _even_items(data, pos, len(data), True, little, implicit or vr == b"UN",
+                              out, fragments, depth + 1)
+            continue
+        if pos + length > len(data):
+            raise Truncated("%d bytes are missing at the end" % (pos + length - len(data)))
+        if vr == b"SQ" or (vr is None and _dictionary_vr(tag) == "SQ"):
+            body = bytearray()
+            _even_items(data, pos, pos + length, False, little, implicit, body, False, depth + 1)
+        else:
+            body = bytearray(data[pos:pos + length])
+            if length % 2:
+                text = vr in _TEXT_VRS if vr is not None else \
+                    _dictionary_vr(tag).encode() in _TEXT_VRS
+                body += b" " if text else b"\0"
+        if fmt == "H" and len(body) > 0xFFFF:
+            body = bytearray(data[pos:pos + length])  # no room to say so: left as it was
+        struct.pack_into(end + fmt, head, at, len(body))
+        out += head + body
+        pos += length
+    if in_item:
+        raise Truncated("a sequence is not closed before the end of the file")
+    return pos
+
+
+def _even_items(data: bytes, pos: int, limit: int, undefined: bool, little: bool,
+                implicit: bool, out: bytearray, fragments: bool, depth: int) -> int:
+    """The items of a sequence (up to its delimiter, or to ``limit`` for a defined length),
+    or the fragments of encapsulated pixel data (an odd fragment gets a trailing zero byte,
+    which PS3.5 A.4 allows for every encoding)."""
+    end = "<" if little else ">"
+    while undefined or pos < limit:
+        group, elem, length = struct.unpack_from(end + "HHI", data, pos)
+        head = bytearray(data[pos:pos + 8])
+        pos += 8
+        if (group, elem) == SEQ_END:
+            out += head
+            return pos
+        if (group, elem) != ITEM:
+            raise Truncated("the element list is damaged")
+        if length == UNDEFINED and not fragments:
+            out += head
+            pos = _even_elements(data, pos, len(data), True, little, implicit, out, depth)
+            continue
+        if pos + length > len(data):
+            raise Truncated("%d bytes are missing at the end" % (pos + length - len(data)))
+        if fragments:
+            body = bytearray(data[pos:pos + length])
+            if length % 2:
+                body += b"\0"
+        else:
+            body = bytearray()
+            _even_elements(data, pos, pos + length, False, little, implicit, body, depth)
+        struct.pack_into(end + "I", head, 4, len(body))
+        out += head + body
+        pos += length
+    return pos
+
+
+def _dictionary_vr(tag: Tuple[int, int]) -> str:
+    """The VR of a standard element (implicit VR files do not say); "" when unknown."""
+    from pydicom.datadict import dictionary_VR  # only odd files get here
+    try:
+        return str(dictionary_VR(tag[0] << 16 | tag[1]))
+    except KeyError:
+        return ""

@@ -83,20 +83,6 @@ def transcode_file(path: str, target_ts: str, *, decompress: bool = True) -> Dat
         raise TranscodeError(f"The file could not be converted: {_detail(exc)}") from exc
 
 
-def even_dataset(path: str) -> Dataset:
-    """The file's data set, to be re-encoded in its own transfer syntax, with every odd-length
-    value padded: a strict receiver (DCMTK) aborts the association on an odd-length message.
-    Raises TranscodeError when the file cannot be read."""
-    try:
-        ds = _read(path)
-        _pad_odd_values(ds)
-    except TranscodeError:
-        raise
-    except Exception as exc:
-        raise TranscodeError(f"The file could not be re-encoded: {_detail(exc)}") from exc
-    return ds
-
-
 def _pad_odd_values(ds: Dataset) -> None:
     """Decode each odd-length value (pydicom writes decoded values padded, raw ones as they
     are) and look inside sequences; everything else stays raw, written byte for byte."""
@@ -123,6 +109,8 @@ def _dictionary_vr(tag: Any) -> str:
 
 def _transcode(path: str, target: str, decompress: bool) -> Dataset:
     ds = _read(path)
+    for tag in [t for t in ds.keys() if t.group == 0]:
+        del ds[tag]  # zero bytes after the last element, read as (0000,0000): not data
     _pad_odd_values(ds)
     src_ts = _source_ts(ds)
     pixels, updates = _take_pixels(ds, src_ts, decompress)

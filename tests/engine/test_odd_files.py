@@ -61,6 +61,50 @@ def _nested(path: Path, depth: int) -> Path:
     return path
 
 
+def _element(tag: int, vr: bytes, value: bytes, implicit: bool) -> bytes:
+    group, elem = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return struct.pack("<HHI", group, elem, len(value)) + value
+    if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT"):
+        return struct.pack("<HH", group, elem) + vr + b"\0\0" + struct.pack("<I", len(value)) \
+            + value
+    return struct.pack("<HH", group, elem) + vr + struct.pack("<H", len(value)) + value
+
+
+def _before_pixels(path: Path, implicit: bool, blob: bytes) -> Path:
+    corpus.make_dicom(path, ts=IMPLICIT if implicit else "1.2.840.10008.1.2.1")
+    data = path.read_bytes()
+    pixels = data.rindex(b"\xe0\x7f\x10\x00")
+    path.write_bytes(data[:pixels] + blob + data[pixels:])
+    return path
+
+
+def _odd_in_sequence(path: Path, implicit: bool) -> Path:
+    """A 3-byte LO inside an item of a defined-length sequence: both lengths change."""
+    inner = _element(0x00400007, b"LO", b"abc", implicit)
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
+    return _before_pixels(path, implicit, _element(0x00400275, b"SQ", item, implicit))
+
+
+def _odd_private(path: Path, implicit: bool) -> Path:
+    vr = b"UN" if not implicit else b""
+    return _before_pixels(path, implicit, _element(0x00710010, b"LO", b"ACME", implicit)
+                          + _element(0x00711001, vr, b"\x01\x02\x03\x04\x05", implicit))
+
+
+def _odd_fragment(path: Path) -> Path:
+    """RLE pixel data whose last fragment has an odd length (a byte the decoder ignores)."""
+    corpus.make_dicom(path, ts="1.2.840.10008.1.2.5")
+    data = path.read_bytes()
+    assert data.endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    at = data.rindex(b"\xfe\xff\x00\xe0")
+    length = struct.unpack_from("<I", data, at + 4)[0]
+    end = at + 8 + length
+    path.write_bytes(data[:at + 4] + struct.pack("<I", length + 1) + data[at + 8:end] + b"\x07"
+                     + data[end:])
+    return path
+
+
 def _with_tail(path: Path, tail: bytes) -> Path:
     corpus.make_dicom(path)
     path.write_bytes(path.read_bytes() + tail)
@@ -75,8 +119,10 @@ def header_of(request, monkeypatch) -> Callable[[Path], object]:
     return lambda path: read_header(str(path))
 
 
-@pytest.mark.parametrize("tail", [b"\0", b"\0" * 3, b"\0" * 6, b"\0" * 9, b"\0" * 1000, b"xyz"],
-                         ids=["1-zero", "3-zeros", "6-zeros", "9-zeros", "1000-zeros", "junk"])
+@pytest.mark.parametrize("tail", [b"\0", b"\0" * 3, b"\0" * 6, b"\0" * 9, b"\0" * 1000, b"xyz",
+                                  b"\0" * 16 + b"\x01\x02", b"\0" * 8 + b"ABCDEFG"],
+                         ids=["1-zero", "3-zeros", "6-zeros", "9-zeros", "1000-zeros", "junk",
+                              "zeros-then-junk", "8-zeros-then-7-junk"])
 def test_bytes_after_the_last_element_are_not_sent(tmp_path, header_of, tail):
     path = _with_tail(tmp_path / "f.dcm", tail)
     h = header_of(path)
@@ -166,3 +212,47 @@ def test_odd_files_reach_dcmtk_intact(tmp_path: Path,
     assert {rows[n].status for n in ("pad1.dcm", "pad9.dcm", "junk.dcm", "odd.dcm")} == {
         "sent_with_warning"}
     assert "sent_with_warning" in result.counts and result.counts["sent"] == 3
+
+
+def test_every_kind_of_odd_value_reaches_dcmtk(tmp_path: Path,
+                                               storescp_factory: Callable[..., StoreSCPPeer]
+                                               ) -> None:
+    """Odd values in sequences, private and UN values, an odd compressed fragment, and bytes
+    after the last element that look like elements: storescp (which aborts on an odd-length
+    message) stores each file, with every original value, padded where it was odd."""
+    src = tmp_path / "src"
+    src.mkdir()
+    made = {
+        "seq-implicit": _odd_in_sequence(src / "seq-implicit.dcm", True),
+        "seq-explicit": _odd_in_sequence(src / "seq-explicit.dcm", False),
+        "private-implicit": _odd_private(src / "private-implicit.dcm", True),
+        "un-explicit": _odd_private(src / "un-explicit.dcm", False),
+        "rle-fragment": _odd_fragment(src / "rle-fragment.dcm"),
+        "odd-and-zeros": _with_tail(_implicit_odd_name(src / "odd-and-zeros.dcm"), b"\0" * 16),
+        "zeros-and-junk": _with_tail(src / "zeros-and-junk.dcm", b"\0" * 16 + b"\x01\x02"),
+    }
+    for name, path in made.items():
+        h = read_header(str(path))
+        assert isinstance(h, InstanceHeader) and h.warning, (name, h)
+    before = corpus.tree_digest(src)
+    peer = storescp_factory("+xa", out_dir=tmp_path / "got")  # RLE accepted: sent as it is
+    result, _, terminal = migrate(src, peer.port, peer.aet, tmp_path / "w", retries=0)
+    rows = by_name(tmp_path / "w")
+    assert terminal.exit_code == 0, ({n: r.message for n, r in rows.items()}, peer.log_tail())
+    assert {r.status for r in rows.values()} == {"sent_with_warning"}
+    assert corpus.tree_digest(src) == before
+    got = {str(dcmread(str(p)).SOPInstanceUID): p for p in peer.received_files()}
+    for name, path in made.items():
+        original, sent = dcmread(str(path)), dcmread(str(got[_uid(path)]))
+        for elem in original:
+            if elem.tag.group == 0:
+                continue  # the zero bytes after the last element, not sent
+            mine = sent[elem.tag].value
+            if elem.VR == "SQ":
+                assert [i[0x00400007].value for i in mine] == ["abc"], name
+            elif mine != elem.value:  # only a padding byte may differ
+                if elem.tag == 0x7FE00010:
+                    assert len(mine) == len(elem.value) + 1, name  # the fragment's pad byte
+                else:
+                    assert mine == elem.value + b"\0", (name, elem.tag)
+    assert "(0000,0000)" not in peer.log_tail(200)
