@@ -203,7 +203,8 @@ class Sender:
             if not sent_ts:
                 return SendResult(header, Outcome.FAILED, self._not_accepted_reason(header))
             try:
-                payload = transcode_file(header.path, sent_ts, decompress=self.settings.decompress)
+                payload = transcode_file(header.path, sent_ts, decompress=self.settings.decompress,
+                                         odd_length=header.odd_length)
             except TranscodeError as exc:
                 return SendResult(header, Outcome.FAILED, " ".join(exc.reason.split()))
         return self._store(assoc, header, payload, sent_ts)

@@ -246,8 +246,8 @@ def _buffer_items(buf: bytes, pos: int, size: int, depth: int, implicit: bool,
 # without complaint, but an odd-length message makes DCMTK abort the association. The copy
 # below pads each odd value (text with a space, anything else with a zero byte, as PS3.5 6.2
 # does) and corrects the lengths of the defined-length sequences and items around it.
-_TEXT_VRS = {b"AE", b"AS", b"CS", b"DA", b"DS", b"DT", b"IS", b"LO", b"LT", b"PN", b"SH",
-             b"ST", b"TM", b"UC", b"UR", b"UT"}
+TEXT_VRS = {b"AE", b"AS", b"CS", b"DA", b"DS", b"DT", b"IS", b"LO", b"LT", b"PN", b"SH",
+            b"ST", b"TM", b"UC", b"UR", b"UT"}
 
 
 def even_copy(data: bytes, little: bool, implicit: bool) -> bytes:
@@ -294,14 +294,14 @@ def _even_elements(data: bytes, pos: int, limit: int, in_item: bool, little: boo
             continue
         if pos + length > len(data):
             raise Truncated("%d bytes are missing at the end" % (pos + length - len(data)))
-        if vr == b"SQ" or (vr is None and _dictionary_vr(tag) == "SQ"):
+        if vr == b"SQ" or (vr is None and dictionary_vr(group << 16 | elem) == "SQ"):
             body = bytearray()
             _even_items(data, pos, pos + length, False, little, implicit, body, False, depth + 1)
         else:
             body = bytearray(data[pos:pos + length])
             if length % 2:
-                text = vr in _TEXT_VRS if vr is not None else \
-                    _dictionary_vr(tag).encode() in _TEXT_VRS
+                text = vr in TEXT_VRS if vr is not None else \
+                    dictionary_vr(group << 16 | elem).encode() in TEXT_VRS
                 body += b" " if text else b"\0"
         if fmt == "H" and len(body) > 0xFFFF:
             body = bytearray(data[pos:pos + length])  # no room to say so: left as it was
@@ -347,10 +347,10 @@ def _even_items(data: bytes, pos: int, limit: int, undefined: bool, little: bool
     return pos
 
 
-def _dictionary_vr(tag: Tuple[int, int]) -> str:
+def dictionary_vr(tag: int) -> str:
     """The VR of a standard element (implicit VR files do not say); "" when unknown."""
     from pydicom.datadict import dictionary_VR  # only odd files get here
     try:
-        return str(dictionary_VR(tag[0] << 16 | tag[1]))
+        return str(dictionary_VR(tag))
     except KeyError:
         return ""

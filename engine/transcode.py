@@ -13,12 +13,12 @@ import struct
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from pydicom import dcmread
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from engine import compat
+from engine.structure import TEXT_VRS, dictionary_vr
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -64,17 +64,20 @@ def needs_transcode(file_ts: str, accepted_ts: str) -> bool:
     return _clean(file_ts) != _clean(accepted_ts)
 
 
-def transcode_file(path: str, target_ts: str, *, decompress: bool = True) -> Dataset:
+def transcode_file(path: str, target_ts: str, *, decompress: bool = True,
+                   odd_length: bool = False) -> Dataset:
     """Read `path` and return a Dataset that send_c_store() encodes correctly in `target_ts`.
 
-    `target_ts` is Explicit or Implicit VR Little Endian. Raises TranscodeError (only) when the
-    file cannot be converted; its `reason` says why in plain words.
+    `target_ts` is Explicit or Implicit VR Little Endian. `odd_length` (the header reader
+    found the data set's length odd): odd values are padded, or DCMTK aborts on the message.
+    Raises TranscodeError (only) when the file cannot be converted; its `reason` says why in
+    plain words.
     """
     target = _clean(target_ts)
     if target not in _TARGETS:
         raise TranscodeError(f"Converting images to {_label(target)} is not supported.")
     try:
-        return _transcode(path, target, decompress)
+        return _transcode(path, target, decompress, odd_length)
     except TranscodeError:
         raise
     except MemoryError as exc:
@@ -84,34 +87,26 @@ def transcode_file(path: str, target_ts: str, *, decompress: bool = True) -> Dat
 
 
 def _pad_odd_values(ds: Dataset) -> None:
-    """Decode each odd-length value (pydicom writes decoded values padded, raw ones as they
-    are) and look inside sequences; everything else stays raw, written byte for byte."""
+    """Pad each odd value still in its raw bytes (pydicom writes those as they are, so a
+    private or UN value stays odd) the way structure.even_copy does, inside sequences too."""
     for tag in list(ds.keys()):
         elem = ds.get_item(tag)
-        if elem is None:
-            continue
-        if getattr(elem, "is_raw", False):
-            vr = elem.VR or _dictionary_vr(tag)
-            if vr != "SQ" and (elem.length == 0xFFFFFFFF or elem.length % 2 == 0):
-                continue
-            elem = ds[tag]
-        if elem.VR == "SQ":
-            for item in elem.value or []:
+        vr = elem.VR or dictionary_vr(tag)
+        if vr == "SQ":
+            for item in ds[tag].value or []:
                 _pad_odd_values(item)
+        elif getattr(elem, "is_raw", False) and elem.value is not None \
+                and elem.length != 0xFFFFFFFF and elem.length % 2:
+            pad = b" " if vr.encode() in TEXT_VRS else b"\0"
+            ds[tag] = elem._replace(value=elem.value + pad, length=elem.length + 1)
 
 
-def _dictionary_vr(tag: Any) -> str:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:  # private or unknown: read as bytes, never a sequence
-        return ""
-
-
-def _transcode(path: str, target: str, decompress: bool) -> Dataset:
+def _transcode(path: str, target: str, decompress: bool, odd_length: bool) -> Dataset:
     ds = _read(path)
     for tag in [t for t in ds.keys() if t.group == 0]:
         del ds[tag]  # zero bytes after the last element, read as (0000,0000): not data
-    _pad_odd_values(ds)
+    if odd_length:  # InstanceHeader.odd_length
+        _pad_odd_values(ds)
     src_ts = _source_ts(ds)
     pixels, updates = _take_pixels(ds, src_ts, decompress)
     out = _reencode_header(ds, _TARGETS[target])

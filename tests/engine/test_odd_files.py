@@ -21,7 +21,7 @@ IMPLICIT = "1.2.840.10008.1.2"
 
 
 def _uid(path: Path) -> str:
-    return str(dcmread(str(path), stop_before_pixels=True).SOPInstanceUID)
+    return str(dcmread(str(path), stop_before_pixels=True, force=True).SOPInstanceUID)
 
 
 def _implicit_odd_name(path: Path) -> Path:
@@ -102,6 +102,14 @@ def _odd_fragment(path: Path) -> Path:
     end = at + 8 + length
     path.write_bytes(data[:at + 4] + struct.pack("<I", length + 1) + data[at + 8:end] + b"\x07"
                      + data[end:])
+    return path
+
+
+def _without_meta(path: Path) -> Path:
+    """An old-style file (no preamble, no file meta): never streamed, so it is re-encoded."""
+    h = read_header(str(path))
+    assert isinstance(h, InstanceHeader)
+    path.write_bytes(path.read_bytes()[h.dataset_offset:])
     return path
 
 
@@ -230,6 +238,8 @@ def test_every_kind_of_odd_value_reaches_dcmtk(tmp_path: Path,
         "rle-fragment": _odd_fragment(src / "rle-fragment.dcm"),
         "odd-and-zeros": _with_tail(_implicit_odd_name(src / "odd-and-zeros.dcm"), b"\0" * 16),
         "zeros-and-junk": _with_tail(src / "zeros-and-junk.dcm", b"\0" * 16 + b"\x01\x02"),
+        # never streamed but re-encoded, where pydicom writes a private value as it is
+        "odd-without-meta": _without_meta(_odd_private(src / "odd-without-meta.dcm", False)),
     }
     for name, path in made.items():
         h = read_header(str(path))
@@ -243,7 +253,7 @@ def test_every_kind_of_odd_value_reaches_dcmtk(tmp_path: Path,
     assert corpus.tree_digest(src) == before
     got = {str(dcmread(str(p)).SOPInstanceUID): p for p in peer.received_files()}
     for name, path in made.items():
-        original, sent = dcmread(str(path)), dcmread(str(got[_uid(path)]))
+        original, sent = dcmread(str(path), force=True), dcmread(str(got[_uid(path)]))
         for elem in original:
             if elem.tag.group == 0:
                 continue  # the zero bytes after the last element, not sent
